@@ -1,0 +1,200 @@
+//! The event envelope domain services send, its validation, and the
+//! notification stored per recipient channel.
+
+use std::collections::HashSet;
+
+use garde::Validate;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{
+    channel::Channel,
+    error_code::{ErrorBody, ErrorCode, FieldError},
+    events::{EventData, EventType, garde_errors, prefixed},
+    ids::{EventId, Namespace, UserId},
+};
+
+/// The largest body `POST /v1/events` takes, and the largest domain message.
+pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// The body of `POST /v1/events`, and of a domain message on `domain.<type>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Idempotency key, 1–128 characters; a UUIDv7 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub id: Option<EventId>,
+    /// A registered event type.
+    #[serde(rename = "type")]
+    #[garde(skip)]
+    pub event_type: String,
+    /// Who sent the event, 1–64 characters.
+    #[garde(length(chars, min = 1, max = 64))]
+    pub source: String,
+    /// When it happened (RFC 3339); now when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub time: Option<Timestamp>,
+    #[garde(dive)]
+    pub audience: Audience,
+    /// The type's data; see `proto-schemas/schemas/events/`.
+    #[garde(skip)]
+    pub data: serde_json::Value,
+}
+
+/// Who receives the event: up to 1000 users and 100 namespaces, at least one in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Audience {
+    #[serde(default)]
+    #[garde(length(max = 1000))]
+    pub users: Vec<UserId>,
+    #[serde(default)]
+    #[garde(length(max = 100))]
+    pub namespaces: Vec<Namespace>,
+}
+
+/// An RFC 3339 timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp(#[serde(with = "time::serde::rfc3339")] pub OffsetDateTime);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(OffsetDateTime::now_utc())
+    }
+}
+
+impl JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "date-time" })
+    }
+}
+
+/// An event that passed every rule; the only thing the publisher stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub source: String,
+    pub time: Timestamp,
+    /// Recipient channels, users first, each once.
+    pub channels: Vec<Channel>,
+    pub data: EventData,
+}
+
+/// What is stored per recipient channel: the same bytes for every channel of
+/// an event. The channel is the message's subject and the `seq` its stream
+/// sequence, so neither is repeated here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Notification<D = serde_json::Value> {
+    pub id: EventId,
+    pub event_type: String,
+    pub source: String,
+    pub time: Timestamp,
+    pub data: D,
+}
+
+impl ValidEvent {
+    /// The stored notification, borrowing this event's data.
+    pub fn notification(&self) -> Notification<&EventData> {
+        Notification {
+            id: self.id.clone(),
+            event_type: self.event_type.as_str().to_string(),
+            source: self.source.clone(),
+            time: self.time,
+            data: &self.data,
+        }
+    }
+}
+
+/// Parses and validates an envelope from raw bytes, as received over HTTP or NATS.
+///
+/// # Errors
+/// The error body to answer with: `MALFORMED_JSON` (with line and column),
+/// `UNKNOWN_EVENT_TYPE`, or `VALIDATION_FAILED` listing every broken rule.
+pub fn parse_event(body: &[u8]) -> Result<ValidEvent, ErrorBody> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| ErrorBody {
+        line: Some(err.line()),
+        column: Some(err.column()),
+        ..ErrorBody::new(
+            ErrorCode::MalformedJson,
+            format!("body is not valid JSON: {err}"),
+        )
+    })?;
+    let envelope: Envelope = serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = prefixed("", &err.path().to_string());
+        validation_failed(vec![FieldError {
+            path,
+            message: err.into_inner().to_string(),
+        }])
+    })?;
+    let Some(event_type) = EventType::parse(&envelope.event_type) else {
+        let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        return Err(ErrorBody::new(
+            ErrorCode::UnknownEventType,
+            format!(
+                "unknown event type `{}`; registered: {}",
+                envelope.event_type,
+                known.join(", ")
+            ),
+        ));
+    };
+
+    let mut errors = match envelope.validate() {
+        Ok(()) => Vec::new(),
+        Err(report) => garde_errors("", &report),
+    };
+    if envelope.audience.users.is_empty() && envelope.audience.namespaces.is_empty() {
+        errors.push(FieldError {
+            path: "audience".into(),
+            message: "needs at least one user or namespace".into(),
+        });
+    }
+    let data = event_type
+        .parse_data(envelope.data)
+        .map_err(|e| errors.extend(e))
+        .ok();
+    let Some(data) = data.filter(|_| errors.is_empty()) else {
+        return Err(validation_failed(errors));
+    };
+
+    let mut seen = HashSet::new();
+    let channels = (envelope.audience.users.into_iter().map(Channel::user))
+        .chain(
+            envelope
+                .audience
+                .namespaces
+                .into_iter()
+                .map(Channel::namespace),
+        )
+        .filter(|channel| seen.insert(channel.clone()))
+        .collect();
+    Ok(ValidEvent {
+        id: envelope.id.unwrap_or_else(EventId::generate),
+        event_type,
+        source: envelope.source,
+        time: envelope.time.unwrap_or_else(Timestamp::now),
+        channels,
+        data,
+    })
+}
+
+fn validation_failed(errors: Vec<FieldError>) -> ErrorBody {
+    let summary = match errors.as_slice() {
+        [one] => format!("{}: {}", one.path, one.message),
+        many => format!("{} rules failed", many.len()),
+    };
+    ErrorBody {
+        errors,
+        ..ErrorBody::new(ErrorCode::ValidationFailed, summary)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+use serde_json::json;
+
+use super::*;
+
+fn updated() -> serde_json::Value {
+    json!({
+        "id": "cal-svc-7f3a",
+        "type": "calendar.event.updated",
+        "source": "calendar-service",
+        "time": "2026-11-26T10:00:00Z",
+        "audience": { "users": ["u_1", "alice@example.com", "u_1"], "namespaces": ["team-42"] },
+        "data": { "calendar_id": "cal_1", "event_id": "evt_9", "title": "Standup",
+                  "starts_at": "2026-11-27T09:00:00Z", "ends_at": "2026-11-27T09:15:00Z",
+                  "changes": ["starts_at"] }
+    })
+}
+
+fn parse(value: &serde_json::Value) -> Result<ValidEvent, ErrorBody> {
+    parse_event(&serde_json::to_vec(value).unwrap())
+}
+
+fn paths(body: &ErrorBody) -> Vec<&str> {
+    body.errors.iter().map(|e| e.path.as_str()).collect()
+}
+
+#[test]
+fn the_spec_example_is_valid_and_maps_to_one_channel_per_recipient() {
+    let event = parse(&updated()).unwrap();
+    assert_eq!(event.id.as_str(), "cal-svc-7f3a");
+    assert_eq!(event.event_type, EventType::CalendarEventUpdated);
+    let channels: Vec<String> = event.channels.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        channels,
+        ["user:u_1", "user:alice@example.com", "ns:team-42"]
+    );
+}
+
+#[test]
+fn malformed_json_reports_line_and_column() {
+    let err = parse_event(b"{\n  \"type\": ,\n}").unwrap_err();
+    assert_eq!(err.code, ErrorCode::MalformedJson);
+    assert_eq!((err.line, err.column), (Some(2), Some(11)));
+}
+
+#[test]
+fn unknown_types_and_unknown_fields_are_refused() {
+    let mut value = updated();
+    value["type"] = json!("calendar.event.exploded");
+    assert_eq!(parse(&value).unwrap_err().code, ErrorCode::UnknownEventType);
+
+    let mut value = updated();
+    value["data"]["colour"] = json!("red");
+    let err = parse(&value).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ValidationFailed);
+    assert_eq!(paths(&err), ["data.colour"], "{err:?}");
+}
+
+#[test]
+fn every_broken_rule_is_listed_with_its_path() {
+    let mut value = updated();
+    value["source"] = json!("");
+    value["data"]["ends_at"] = json!("2026-11-27T08:00:00Z");
+    value["data"]["title"] = json!("x".repeat(201));
+    value["data"]["changes"] = json!([]);
+    let err = parse(&value).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ValidationFailed);
+    let mut got = paths(&err);
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        ["data.changes", "data.ends_at", "data.title", "source"],
+        "{err:?}"
+    );
+}
+
+#[test]
+fn audience_needs_a_recipient_and_valid_ids() {
+    let mut value = updated();
+    value["audience"] = json!({ "users": [], "namespaces": [] });
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["audience"]);
+
+    let mut value = updated();
+    value["audience"]["users"][1] = json!("bad\u{7}");
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["audience.users[1]"]);
+
+    let mut value = updated();
+    value["audience"]["users"] = json!((0..1001).map(|i| format!("u{i}")).collect::<Vec<_>>());
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["audience.users"]);
+}
+
+#[test]
+fn missing_id_and_time_get_defaults() {
+    let mut value = updated();
+    value.as_object_mut().unwrap().remove("id");
+    value.as_object_mut().unwrap().remove("time");
+    let event = parse(&value).unwrap();
+    assert!(uuid::Uuid::parse_str(event.id.as_str()).is_ok());
+}
+
+#[test]
+fn created_refuses_changes_and_rsvp_checks_the_response() {
+    let mut value = updated();
+    value["type"] = json!("calendar.event.created");
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["data.changes"]);
+
+    let mut value = updated();
+    value["type"] = json!("calendar.event.rsvp");
+    value["data"] =
+        json!({ "calendar_id": "c", "event_id": "e", "user_id": "u", "response": "maybe" });
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["data.response"]);
+}
+
+#[test]
+fn the_stored_notification_carries_no_audience() {
+    let event = parse(&updated()).unwrap();
+    let stored = serde_json::to_value(event.notification()).unwrap();
+    assert_eq!(stored["event_type"], "calendar.event.updated");
+    assert_eq!(stored["time"], "2026-11-26T10:00:00Z");
+    assert_eq!(stored["data"]["changes"], json!(["starts_at"]));
+    assert!(stored.get("audience").is_none());
+}

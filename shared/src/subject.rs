@@ -1,0 +1,253 @@
+//! The only place that builds or parses NATS subjects.
+//!
+//! Stored notifications live on `notify.user.<token>` and `notify.ns.<token>`;
+//! the stream republishes each stored message to the same subject under
+//! `live.` for edges. Domain events arrive on `domain.<event type>`.
+//!
+//! User ids and namespace names become a single subject token through a
+//! reversible escaping: ASCII letters, digits, `-` and `_` stay as they are,
+//! every other byte becomes `~XX` (uppercase hex). The output therefore never
+//! holds `.`, `*`, `>` or whitespace, so no id can add tokens or wildcards,
+//! and since the escaping is injective, distinct ids never share a subject.
+
+use std::fmt;
+
+use crate::{
+    channel::{Channel, ChannelKind},
+    events::EventType,
+    ids::{Namespace, UserId},
+};
+
+/// Subjects of the notification stream.
+pub const NOTIFY_SUBJECTS: &str = "notify.>";
+/// Where the notification stream republishes every stored message.
+pub const LIVE_SUBJECTS: &str = "live.>";
+/// Subjects domain services publish events to.
+pub const DOMAIN_SUBJECTS: &str = "domain.>";
+/// Subjects of the dead-letter stream.
+pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
+
+const NOTIFY_PREFIX: &str = "notify";
+const LIVE_PREFIX: &str = "live";
+const DOMAIN_PREFIX: &str = "domain";
+const DEAD_LETTER_PREFIX: &str = "deadletter";
+const USER_TOKEN: &str = "user";
+const NAMESPACE_TOKEN: &str = "ns";
+const ESCAPE: u8 = b'~';
+
+/// A NATS subject built by this module.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject(String);
+
+impl Subject {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Subject> for String {
+    fn from(subject: Subject) -> String {
+        subject.0
+    }
+}
+
+/// The subject a channel's notifications are stored on: `notify.user.alice~40example~2Ecom`.
+pub fn stored_subject(channel: &Channel) -> Subject {
+    channel_subject(NOTIFY_PREFIX, channel)
+}
+
+/// The subject the stream republishes a channel's notifications to: `live.ns.team-42`.
+pub fn live_subject(channel: &Channel) -> Subject {
+    channel_subject(LIVE_PREFIX, channel)
+}
+
+/// The channel of a stored (`notify.…`) or republished (`live.…`) subject.
+///
+/// Returns `None` for any subject this module did not build.
+pub fn channel_from_subject(subject: &str) -> Option<Channel> {
+    let rest = subject
+        .strip_prefix(NOTIFY_PREFIX)
+        .or_else(|| subject.strip_prefix(LIVE_PREFIX))?
+        .strip_prefix('.')?;
+    let (kind, token) = rest.split_once('.')?;
+    let id = unescape_token(token)?;
+    match kind {
+        USER_TOKEN => UserId::parse(id).ok().map(Channel::user),
+        NAMESPACE_TOKEN => Namespace::parse(id).ok().map(Channel::namespace),
+        _ => None,
+    }
+}
+
+/// The subject a domain service publishes an event of this type to: `domain.calendar.event.updated`.
+pub fn domain_subject(event_type: EventType) -> Subject {
+    Subject(format!("{DOMAIN_PREFIX}.{}", event_type.as_str()))
+}
+
+/// The dead-letter subject for a rejected domain message: `deadletter.calendar.event.updated`.
+///
+/// `original` is the domain subject the message came on; only its tail is kept.
+pub fn dead_letter_subject(original: &str) -> Subject {
+    let tail = original
+        .strip_prefix(DOMAIN_PREFIX)
+        .and_then(|s| s.strip_prefix('.'));
+    Subject(format!(
+        "{DEAD_LETTER_PREFIX}.{}",
+        tail.unwrap_or("unknown")
+    ))
+}
+
+/// The `Nats-Msg-Id` of one stored notification: the stored subject, `|`, the event id.
+///
+/// Subjects never contain `|`, so the pair is unambiguous, and the id is unique
+/// per (event, channel), which is what the stream's dedup window needs.
+pub fn message_id(stored: &Subject, event_id: &str) -> String {
+    format!("{stored}|{event_id}")
+}
+
+fn channel_subject(prefix: &str, channel: &Channel) -> Subject {
+    let (kind, id) = match channel.kind() {
+        ChannelKind::User(user) => (USER_TOKEN, user.as_str()),
+        ChannelKind::Namespace(ns) => (NAMESPACE_TOKEN, ns.as_str()),
+    };
+    Subject(format!("{prefix}.{kind}.{}", escape_token(id)))
+}
+
+/// Escapes an arbitrary string into one safe subject token.
+///
+/// ```text
+/// escape_token("alice@example.com") == "alice~40example~2Ecom"
+/// escape_token("bob.>")             == "bob~2E~3E"
+/// ```
+pub fn escape_token(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for &byte in raw.as_bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            out.push(byte as char);
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push(ESCAPE as char);
+            out.push(HEX[usize::from(byte >> 4)] as char);
+            out.push(HEX[usize::from(byte & 0xF)] as char);
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_token`]; `None` for anything it could not have produced.
+pub fn unescape_token(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == ESCAPE {
+            let hex = token.get(i + 1..i + 3)?;
+            // Only uppercase hex is produced, so only uppercase is accepted:
+            // that keeps the mapping one-to-one.
+            if !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+            {
+                return None;
+            }
+            let decoded = u8::from_str_radix(hex, 16).ok()?;
+            if decoded.is_ascii_alphanumeric() || decoded == b'-' || decoded == b'_' {
+                return None;
+            }
+            out.push(decoded);
+            i += 3;
+        } else if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            out.push(byte);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn escaping_examples() {
+        assert_eq!(escape_token("alice@example.com"), "alice~40example~2Ecom");
+        assert_eq!(escape_token("bob.>"), "bob~2E~3E");
+        assert_eq!(escape_token("*"), "~2A");
+        assert_eq!(escape_token("a b"), "a~20b");
+        assert_eq!(escape_token("~"), "~7E");
+        assert_eq!(escape_token("Zoë"), "Zo~C3~AB");
+        assert_eq!(escape_token("u_1-x"), "u_1-x");
+    }
+
+    #[test]
+    fn subjects_for_channels() {
+        let alice = Channel::user(UserId::parse("alice@example.com").unwrap());
+        assert_eq!(
+            stored_subject(&alice).as_str(),
+            "notify.user.alice~40example~2Ecom"
+        );
+        assert_eq!(
+            live_subject(&alice).as_str(),
+            "live.user.alice~40example~2Ecom"
+        );
+        let team = Channel::namespace(Namespace::parse("team-42").unwrap());
+        assert_eq!(live_subject(&team).as_str(), "live.ns.team-42");
+        assert_eq!(channel_from_subject("live.ns.team-42"), Some(team));
+        assert_eq!(
+            channel_from_subject("notify.user.alice~40example~2Ecom"),
+            Some(alice)
+        );
+        assert_eq!(channel_from_subject("live.user.a.b"), None);
+        assert_eq!(channel_from_subject("live.room.x"), None);
+        assert_eq!(channel_from_subject("other.user.x"), None);
+    }
+
+    #[test]
+    fn unescape_refuses_what_escape_never_emits() {
+        assert_eq!(unescape_token("a.b"), None);
+        assert_eq!(unescape_token("~2e"), None, "lowercase hex");
+        assert_eq!(unescape_token("~41"), None, "an escaped letter");
+        assert_eq!(unescape_token("~4"), None, "truncated");
+        assert_eq!(unescape_token("~FF"), None, "not UTF-8");
+    }
+
+    fn any_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9]{1,12}",
+            "[ -~]{1,40}", // every printable ASCII character, `.`, `*` and `>` among them
+            "\\PC{1,40}",  // any non-control Unicode
+            Just("bob.>".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn escaping_round_trips(id in any_id()) {
+            prop_assert_eq!(unescape_token(&escape_token(&id)), Some(id));
+        }
+
+        #[test]
+        fn escaped_tokens_hold_no_separator_wildcard_or_whitespace(id in any_id()) {
+            let token = escape_token(&id);
+            prop_assert!(!token.is_empty());
+            prop_assert!(!token.contains(['.', '*', '>']));
+            prop_assert!(!token.chars().any(char::is_whitespace));
+        }
+
+        #[test]
+        fn distinct_ids_never_collide(a in any_id(), b in any_id()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(escape_token(&a), escape_token(&b));
+        }
+    }
+}
