@@ -13,6 +13,7 @@ pub mod events;
 pub mod frames;
 pub mod ids;
 pub mod jwt;
+pub mod nats;
 pub mod net;
 pub mod schema;
 pub mod secret;

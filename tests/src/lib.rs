@@ -1,1 +1,9 @@
+//! Herald's integration-test harness: a real nats-server per test, the real
+//! publisher and edge in-process on OS-chosen ports, and real clients.
 
+pub mod apps;
+pub mod clients;
+pub mod nats;
+
+/// Every wait in the tests is bounded by this.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,1 +1,125 @@
+//! herald-edge: holds browser WebSockets, authenticated by JWT at the
+//! handshake, and delivers the notifications of their channels.
+//!
+//! The node subscribes to NATS only for channels with at least one local
+//! socket, one subscription per channel however many sockets share it
+//! (`hub`), and fans each message out as one prebuilt frame.
 
+pub mod config;
+mod handshake;
+mod hub;
+mod ops;
+mod outbox;
+mod session;
+mod state;
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Router, routing::get};
+use herald_shared::stream::{EPOCH_METADATA_KEY, NOTIFY_STREAM};
+use tokio::net::TcpListener;
+
+pub use crate::config::{Args, Config};
+use crate::state::AppState;
+
+/// Connects to NATS, waits for the notification stream, and serves
+/// WebSockets on `listener` until `shutdown` completes; then tells every
+/// socket to reconnect elsewhere and waits for them, at most the drain timeout.
+///
+/// # Errors
+/// NATS cannot be reached at start-up.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let nats =
+        herald_shared::nats::connect(&config.nats_url, &format!("herald-edge {}", config.node_id))
+            .await?;
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    let stream = wait_for_stream(&jetstream).await?;
+    let epoch = stream
+        .cached_info()
+        .config
+        .metadata
+        .get(EPOCH_METADATA_KEY)
+        .cloned()
+        .unwrap_or_default();
+    tracing::info!(node = %config.node_id, %epoch, "Notification stream found.");
+
+    let drain_timeout = config.drain_timeout;
+    let state = AppState::new(config, nats.clone(), stream, epoch);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "Edge listening.");
+
+    let send_buffer = state.config.socket_send_buffer_bytes;
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
+        // Small frames must not wait for Nagle and the peer's delayed ACK.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "Setting TCP_NODELAY failed.");
+        }
+        // Cap what a slow reader can park in the kernel (it autotunes to 4 MiB).
+        if let Some(bytes) = send_buffer {
+            let _ = socket_send_buffer(tcp, bytes);
+        }
+    });
+    let draining = state.draining.clone();
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
+
+    // axum's graceful shutdown does not cover upgraded sockets: wait for our own.
+    let n_sessions = state.sessions.len();
+    tracing::info!(n_sessions, "Draining WebSocket sessions.");
+    state.sessions.close();
+    if tokio::time::timeout(drain_timeout, state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            n_sessions = state.sessions.len(),
+            ?drain_timeout,
+            "Drain timed out; closing anyway."
+        );
+    }
+    let _ = nats.drain().await;
+    tracing::info!("Edge stopped.");
+    Ok(())
+}
+
+/// The edge's routes.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/ws", get(handshake::websocket))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .with_state(state)
+}
+
+/// The publisher creates the stream; an edge started first waits for it.
+async fn wait_for_stream(
+    jetstream: &async_nats::jetstream::Context,
+) -> anyhow::Result<async_nats::jetstream::stream::Stream> {
+    let mut attempt = 0u32;
+    loop {
+        match jetstream.get_stream(NOTIFY_STREAM).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => {
+                if attempt.is_multiple_of(20) {
+                    tracing::warn!(error = %err, stream = NOTIFY_STREAM, "Waiting for the notification stream.");
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+fn socket_send_buffer(tcp: &tokio::net::TcpStream, bytes: u32) -> std::io::Result<()> {
+    socket2::SockRef::from(tcp).set_send_buffer_size(bytes as usize)
+}

@@ -1,0 +1,99 @@
+//! Flags (each with an env var) and the validated configuration.
+
+use std::{net::SocketAddr, time::Duration};
+
+use herald_shared::{
+    config::{ConfigError, JwtArgs, LogArgs, NatsArgs},
+    jwt::{Expectations, KeySet},
+};
+
+/// herald-edge: serves browser WebSockets and delivers the notifications of
+/// their channels from NATS JetStream.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct Args {
+    /// Address to serve HTTP and WebSockets on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Required `aud` claim of user tokens.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE", default_value = "herald")]
+    pub jwt_audience: String,
+    /// This node's name, sent in `welcome` [default: the host name].
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Heartbeat interval announced in `welcome`, in milliseconds.
+    #[arg(long, env = "HERALD_HEARTBEAT_MS", default_value_t = 25_000)]
+    pub heartbeat_ms: u64,
+    /// Most namespaces one socket may join.
+    #[arg(long, env = "HERALD_MAX_NAMESPACES_PER_SOCKET", default_value_t = 100)]
+    pub max_namespaces_per_socket: usize,
+    /// Bytes of frames one socket may have queued before it is cut off (SLOW_CONSUMER).
+    #[arg(long, env = "HERALD_OUTBOUND_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub outbound_queue_bytes: usize,
+    /// Kernel send buffer per socket (SO_SNDBUF), in bytes; 0 leaves the kernel default.
+    #[arg(long, env = "HERALD_SOCKET_SEND_BUFFER_BYTES", default_value_t = 64 * 1024)]
+    pub socket_send_buffer_bytes: u32,
+    /// How long to wait for sockets to close on shutdown, in milliseconds.
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The edge's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub keys: KeySet,
+    /// What user tokens must carry.
+    pub expect: Expectations,
+    pub node_id: String,
+    pub heartbeat: Duration,
+    pub max_namespaces_per_socket: usize,
+    pub outbound_queue_bytes: usize,
+    /// `None` leaves the kernel's autotuning alone.
+    pub socket_send_buffer_bytes: Option<u32>,
+    pub drain_timeout: Duration,
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Self, ConfigError> {
+        let loaded = args.jwt.load()?;
+        if let Some(secret) = &loaded.generated_secret {
+            tracing::warn!(
+                secret = secret.expose(),
+                "Development mode: generated an HS256 secret for user tokens."
+            );
+        }
+        Ok(Self {
+            listen: args.listen,
+            nats_url: args.nats.nats_url,
+            keys: loaded.keys,
+            expect: Expectations {
+                audience: args.jwt_audience,
+                issuer: args.jwt.jwt_issuer,
+            },
+            node_id: args.node_id.unwrap_or_else(host_name),
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+            max_namespaces_per_socket: args.max_namespaces_per_socket,
+            outbound_queue_bytes: args.outbound_queue_bytes,
+            socket_send_buffer_bytes: Some(args.socket_send_buffer_bytes).filter(|&b| b > 0),
+            drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        })
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "edge".into())
+}

@@ -1,0 +1,191 @@
+//! `GET /v1/ws`: authenticate at the handshake, then hand the socket to a
+//! tracked session, or tell it why not and close it with the matching code.
+
+use std::collections::HashMap;
+
+use axum::{
+    extract::{
+        Query, State,
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+    },
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use herald_shared::{
+    error_code::ErrorCode,
+    frames::{MAX_CLIENT_FRAME_BYTES, ServerFrame},
+    ids::{Namespace, UserId},
+    jwt::UserClaims,
+};
+
+use crate::{session, state::AppState};
+
+/// tungstenite reads into a buffer of this size; its default (128 KiB, zero-filled
+/// on first read) would cost more than everything else a socket holds.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames are coalesced up to this many bytes before a write.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A socket that passed authentication.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) user: UserId,
+    pub(crate) claims: UserClaims,
+    /// Allowed namespaces from the `ns` query.
+    pub(crate) namespaces: Vec<Namespace>,
+    /// Error frames for what was refused, sent after `welcome`.
+    pub(crate) notices: Vec<ServerFrame>,
+}
+
+/// Why a socket is refused: one `error` frame, then the code's close code.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+pub(crate) async fn websocket(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if state.draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+        )
+            .into_response();
+    }
+    let admission = admit(&state, &headers, &query);
+    let sessions = state.sessions.clone();
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(state.config.outbound_queue_bytes + WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            sessions.track_future(async move {
+                match admission {
+                    Ok(admitted) => session::run(socket, state, admitted).await,
+                    Err(refusal) => refuse(socket, refusal).await,
+                }
+            })
+        })
+}
+
+/// Checks the token and the requested namespaces.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Admitted, Refusal> {
+    let refusal = |code, message: String| Refusal { code, message };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let token = bearer
+        .or(query.get("token").map(String::as_str))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(refusal(
+            ErrorCode::MissingToken,
+            "send a token in the `token` query or an Authorization header".into(),
+        ));
+    };
+    let claims: UserClaims = state
+        .config
+        .keys
+        .verify(token, &state.config.expect)
+        .map_err(|err| refusal(err.code(), err.to_string()))?;
+    let user = UserId::parse(claims.sub.as_str()).map_err(|err| {
+        refusal(
+            ErrorCode::InvalidToken,
+            format!("invalid token: `sub` {err}"),
+        )
+    })?;
+
+    let mut notices = Vec::new();
+    let mut namespaces: Vec<Namespace> = Vec::new();
+    let requested: Vec<&str> = query
+        .get("ns")
+        .map(|ns| {
+            ns.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &requested {
+        let error = |code, message: String| ServerFrame::Error {
+            code,
+            message,
+            r#ref: None,
+        };
+        match Namespace::parse(*name) {
+            Err(err) => notices.push(error(
+                ErrorCode::ValidationFailed,
+                format!("namespace `{name}` {err}"),
+            )),
+            Ok(ns) if !claims.allows(&ns) => notices.push(error(
+                ErrorCode::ForbiddenNamespace,
+                format!("the token does not allow `{ns}`"),
+            )),
+            Ok(ns) if namespaces.contains(&ns) => {}
+            Ok(_) if namespaces.len() >= state.config.max_namespaces_per_socket => {
+                notices.push(error(
+                    ErrorCode::TooManySubscriptions,
+                    format!(
+                        "at most {} namespaces per socket",
+                        state.config.max_namespaces_per_socket
+                    ),
+                ))
+            }
+            Ok(ns) => namespaces.push(ns),
+        }
+    }
+    if !requested.is_empty() && namespaces.is_empty() {
+        return Err(refusal(
+            ErrorCode::ForbiddenNamespace,
+            "none of the requested namespaces is allowed".into(),
+        ));
+    }
+    for key in ["since", "epoch"] {
+        if query.contains_key(key) {
+            // Resume from a cursor arrives with replay; until then say so rather than pretend.
+            notices.push(ServerFrame::Error {
+                code: ErrorCode::ValidationFailed,
+                message: format!("`{key}` is not supported by this edge yet; delivery starts live"),
+                r#ref: None,
+            });
+        }
+    }
+    Ok(Admitted {
+        user,
+        claims,
+        namespaces,
+        notices,
+    })
+}
+
+/// Sends the refusal's `error` frame and closes with its close code.
+async fn refuse(mut socket: WebSocket, refusal: Refusal) {
+    tracing::debug!(code = %refusal.code, "Refused a WebSocket.");
+    let frame = ServerFrame::Error {
+        code: refusal.code,
+        message: refusal.message,
+        r#ref: None,
+    };
+    let close = CloseFrame {
+        code: refusal.code.close_code().unwrap_or(1008),
+        reason: refusal.code.as_str().into(),
+    };
+    let _ = socket.send(Message::Text(frame.to_json().into())).await;
+    let _ = socket.send(Message::Close(Some(close))).await;
+}

@@ -1,0 +1,21 @@
+//! Health and readiness.
+
+use async_nats::connection::State as NatsState;
+use axum::{extract::State, http::StatusCode};
+
+use crate::state::AppState;
+
+/// The process is alive.
+pub(crate) async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Connected to NATS and not draining: a load balancer may send sockets here.
+pub(crate) async fn readyz(State(state): State<AppState>) -> StatusCode {
+    let connected = state.nats.connection_state() == NatsState::Connected;
+    if connected && !state.draining.is_cancelled() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}

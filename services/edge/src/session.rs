@@ -1,0 +1,453 @@
+//! One WebSocket connection: its channels, its outbound queue, its frames.
+//!
+//! One task per socket runs one `select!` over: the node draining, the
+//! socket overflowing its queue, the token expiring, queued frames to write
+//! (coalesced into one flush), and frames from the client. Every frame the
+//! server sends goes through the outbox, so order is simply queue order.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
+use herald_shared::{
+    channel::Channel,
+    error_code::ErrorCode,
+    frames::{ClientFrame, ServerFrame, parse_client_frame},
+    ids::{Namespace, UserId},
+    jwt::{TokenError, UserClaims},
+    subject::stored_subject,
+};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::{
+    handshake::Admitted,
+    hub::MemberId,
+    outbox::{Outbox, OutboxReceiver, outbox},
+    state::AppState,
+};
+
+/// Most bytes written before a flush when a socket has a backlog.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Close code for "the node is going away, reconnect" (RFC 6455 "Service Restart").
+const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// Close code for "message too big".
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for "internal error".
+const CLOSE_INTERNAL: u16 = 1011;
+
+type Sink = SplitSink<WebSocket, Message>;
+
+struct Session {
+    state: AppState,
+    member: MemberId,
+    claims: UserClaims,
+    user: UserId,
+    user_channel: Channel,
+    namespaces: Vec<Namespace>,
+    outbox: Outbox,
+}
+
+/// Why a session ends.
+enum End {
+    /// The client closed or the connection broke: nothing more to send.
+    Gone,
+    /// Close with this code, after an optional last frame.
+    Close {
+        code: u16,
+        reason: &'static str,
+        last: Option<ServerFrame>,
+    },
+}
+
+/// Runs an admitted socket until it closes, then releases its channels.
+pub(crate) async fn run(socket: WebSocket, state: AppState, admitted: Admitted) {
+    let session_id = uuid::Uuid::new_v4();
+    let span = tracing::info_span!("session", %session_id, user = %admitted.user);
+    async move {
+        let (outbox, receiver) = outbox(state.config.outbound_queue_bytes);
+        let mut session = Session {
+            member: state.hub.member_id(),
+            user_channel: Channel::user(admitted.user.clone()),
+            user: admitted.user,
+            claims: admitted.claims,
+            namespaces: Vec::new(),
+            outbox,
+            state,
+        };
+        let (sink, stream) = socket.split();
+        let end = session
+            .start(session_id, admitted.namespaces, admitted.notices)
+            .await;
+        let end = match end {
+            Ok(()) => session.serve(sink, stream, receiver).await,
+            Err(end) => finish(sink, end).await,
+        };
+        session.leave_all();
+        tracing::debug!(closed = end, "Session ended.");
+    }
+    .instrument(span)
+    .await
+}
+
+// === impl Session ===
+
+impl Session {
+    /// Joins the user's channel and the namespaces, and queues `welcome`
+    /// first, so it is written before any event of those channels.
+    async fn start(
+        &mut self,
+        session_id: uuid::Uuid,
+        namespaces: Vec<Namespace>,
+        notices: Vec<ServerFrame>,
+    ) -> Result<(), End> {
+        let mut channels = vec![self.user_channel.clone()];
+        channels.extend(namespaces.iter().cloned().map(Channel::namespace));
+        self.send(ServerFrame::Welcome {
+            session_id: session_id.to_string(),
+            user: self.user.clone(),
+            node: self.state.config.node_id.clone(),
+            epoch: self.state.epoch.to_string(),
+            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
+            channels: channels.clone(),
+            token_exp: self.claims.exp,
+        });
+        for channel in &channels {
+            if let Err(err) = self
+                .state
+                .hub
+                .join(channel, self.member, &self.outbox)
+                .await
+            {
+                tracing::warn!(error = %err, "Joining a channel failed.");
+                return Err(End::Close {
+                    code: CLOSE_INTERNAL,
+                    reason: "nats unavailable",
+                    last: None,
+                });
+            }
+        }
+        self.namespaces = namespaces;
+        for notice in notices {
+            self.send(notice);
+        }
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        mut sink: Sink,
+        mut stream: SplitStream<WebSocket>,
+        mut receiver: OutboxReceiver,
+    ) -> bool {
+        let draining = self.state.draining.clone();
+        let overflowed = receiver.overflowed().clone();
+        let mut exp = self.claims.exp;
+        let expiry = sleep_until_unix(exp);
+        tokio::pin!(expiry);
+        let end = loop {
+            if self.claims.exp != exp {
+                // An `auth` frame moved the deadline.
+                exp = self.claims.exp;
+                expiry.as_mut().set(sleep_until_unix(exp));
+            }
+            tokio::select! {
+                biased;
+                () = draining.cancelled() => break drained(),
+                () = overflowed.cancelled() => break slow_consumer(),
+                () = &mut expiry => break token_expired(),
+                Some(frame) = receiver.recv() => {
+                    // A stuck write must not hide an overflow or a drain.
+                    tokio::select! {
+                        written = write_batch(&mut sink, &mut receiver, frame) => if written.is_err() { break End::Gone },
+                        () = overflowed.cancelled() => break slow_consumer(),
+                        () = draining.cancelled() => break drained(),
+                    }
+                }
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(end) = self.on_frame(&text).await { break end; }
+                    }
+                    Some(Ok(Message::Binary(_))) => self.send(ServerFrame::Error {
+                        code: ErrorCode::MalformedFrame,
+                        message: "frames are JSON text".into(),
+                        r#ref: None,
+                    }),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break End::Gone,
+                    Some(Err(err)) => break read_error(err),
+                },
+            }
+        };
+        finish(sink, end).await
+    }
+
+    /// Handles one client text frame; `Some` ends the session.
+    async fn on_frame(&mut self, text: &str) -> Option<End> {
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(err) => {
+                self.send(err.into());
+                return None;
+            }
+        };
+        match frame {
+            ClientFrame::Ping { r#ref } => self.send(ServerFrame::Pong { r#ref }),
+            ClientFrame::Subscribe {
+                r#ref,
+                namespace,
+                since,
+                epoch,
+            } => {
+                if since.is_some() || epoch.is_some() {
+                    tracing::debug!("Resume cursors are not supported yet; subscribing live.");
+                }
+                self.subscribe(r#ref, namespace).await;
+            }
+            ClientFrame::Unsubscribe { r#ref, namespace } => {
+                let channel = Channel::namespace(namespace.clone());
+                if let Some(at) = self.namespaces.iter().position(|ns| *ns == namespace) {
+                    self.namespaces.remove(at);
+                    self.state.hub.leave(&channel, self.member);
+                }
+                self.send(ServerFrame::Unsubscribed { r#ref, channel });
+            }
+            ClientFrame::Auth { r#ref, token } => {
+                let verified: Result<UserClaims, TokenError> = self
+                    .state
+                    .config
+                    .keys
+                    .verify(token.expose(), &self.state.config.expect);
+                match verified {
+                    Ok(claims) if claims.sub == self.claims.sub => {
+                        self.claims = claims;
+                        self.drop_revoked_namespaces();
+                        self.send(ServerFrame::Authenticated {
+                            r#ref,
+                            token_exp: self.claims.exp,
+                        });
+                    }
+                    Ok(_) => self.send(ServerFrame::Error {
+                        code: ErrorCode::InvalidToken,
+                        message: "the new token is for another user".into(),
+                        r#ref,
+                    }),
+                    Err(err) => self.send(ServerFrame::Error {
+                        code: err.code(),
+                        message: err.to_string(),
+                        r#ref,
+                    }),
+                }
+            }
+        }
+        None
+    }
+
+    async fn subscribe(&mut self, r#ref: Option<String>, namespace: Namespace) {
+        let channel = Channel::namespace(namespace.clone());
+        let refuse = |code, message: String| ServerFrame::Error {
+            code,
+            message,
+            r#ref: r#ref.clone(),
+        };
+        if !self.claims.allows(&namespace) {
+            return self.send(refuse(
+                ErrorCode::ForbiddenNamespace,
+                format!("the token does not allow `{namespace}`"),
+            ));
+        }
+        let max = self.state.config.max_namespaces_per_socket;
+        if !self.namespaces.contains(&namespace) {
+            if self.namespaces.len() >= max {
+                return self.send(refuse(
+                    ErrorCode::TooManySubscriptions,
+                    format!("at most {max} namespaces per socket"),
+                ));
+            }
+            if let Err(err) = self
+                .state
+                .hub
+                .join(&channel, self.member, &self.outbox)
+                .await
+            {
+                tracing::warn!(error = %err, "Joining a channel failed.");
+                return self.send(refuse(
+                    ErrorCode::NatsUnavailable,
+                    "subscribing failed; retry".into(),
+                ));
+            }
+            self.namespaces.push(namespace);
+        }
+        let seq = self.latest_seq(&channel).await;
+        self.send(ServerFrame::Subscribed {
+            r#ref,
+            channel,
+            seq,
+        });
+    }
+
+    /// The channel's latest stored seq, 0 when it has none (or on a read error).
+    async fn latest_seq(&self, channel: &Channel) -> u64 {
+        match self
+            .state
+            .stream
+            .direct_get_last_for_subject(String::from(stored_subject(channel)))
+            .await
+        {
+            Ok(message) => message.sequence,
+            Err(err) => {
+                if !matches!(
+                    err.kind(),
+                    async_nats::jetstream::stream::DirectGetErrorKind::NotFound
+                ) {
+                    tracing::warn!(error = %err, "Reading the channel's latest seq failed.");
+                }
+                0
+            }
+        }
+    }
+
+    /// After a token refresh: leave namespaces the new token no longer allows.
+    fn drop_revoked_namespaces(&mut self) {
+        let (kept, revoked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.namespaces)
+            .into_iter()
+            .partition(|ns| self.claims.allows(ns));
+        self.namespaces = kept;
+        for namespace in revoked {
+            let channel = Channel::namespace(namespace);
+            self.state.hub.leave(&channel, self.member);
+            self.send(ServerFrame::Error {
+                code: ErrorCode::ForbiddenNamespace,
+                message: format!("the new token does not allow `{channel}`; unsubscribed"),
+                r#ref: None,
+            });
+            self.send(ServerFrame::Unsubscribed {
+                r#ref: None,
+                channel,
+            });
+        }
+    }
+
+    fn send(&self, frame: ServerFrame) {
+        self.outbox.push(Utf8Bytes::from(frame.to_json()));
+    }
+
+    fn leave_all(&self) {
+        self.state.hub.leave(&self.user_channel, self.member);
+        for namespace in &self.namespaces {
+            self.state
+                .hub
+                .leave(&Channel::namespace(namespace.clone()), self.member);
+        }
+    }
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write_batch(
+    sink: &mut Sink,
+    receiver: &mut OutboxReceiver,
+    first: Utf8Bytes,
+) -> Result<(), axum::Error> {
+    let mut n_bytes = first.len();
+    sink.feed(Message::Text(first)).await?;
+    while n_bytes < MAX_BATCH_BYTES {
+        let Some(next) = receiver.try_recv() else {
+            break;
+        };
+        n_bytes += next.len();
+        sink.feed(Message::Text(next)).await?;
+    }
+    let flushed = sink.flush().await;
+    receiver.release(n_bytes);
+    flushed
+}
+
+/// Sends the last frame and the close frame, bounded in time. `true` if a close was sent.
+async fn finish(mut sink: Sink, end: End) -> bool {
+    let End::Close { code, reason, last } = end else {
+        return false;
+    };
+    let closing = async {
+        if let Some(frame) = last {
+            sink.send(Message::Text(frame.to_json().into())).await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await
+    };
+    matches!(
+        tokio::time::timeout(CLOSE_TIMEOUT, closing).await,
+        Ok(Ok(()))
+    )
+}
+
+fn drained() -> End {
+    End::Close {
+        code: CLOSE_SERVICE_RESTART,
+        reason: "draining",
+        last: Some(ServerFrame::Reconnect {
+            reason: "draining".into(),
+        }),
+    }
+}
+
+fn slow_consumer() -> End {
+    End::Close {
+        code: ErrorCode::SlowConsumer
+            .close_code()
+            .unwrap_or(CLOSE_INTERNAL),
+        reason: "SLOW_CONSUMER",
+        last: Some(ServerFrame::Error {
+            code: ErrorCode::SlowConsumer,
+            message: "the socket read too slowly; resume from your last seq".into(),
+            r#ref: None,
+        }),
+    }
+}
+
+fn token_expired() -> End {
+    End::Close {
+        code: ErrorCode::ExpiredToken
+            .close_code()
+            .unwrap_or(CLOSE_INTERNAL),
+        reason: "EXPIRED_TOKEN",
+        last: Some(ServerFrame::Error {
+            code: ErrorCode::ExpiredToken,
+            message: "the token expired; refresh it with an `auth` frame before `exp`".into(),
+            r#ref: None,
+        }),
+    }
+}
+
+/// A read error: a frame over the limit gets 1009, anything else ends quietly.
+fn read_error(err: axum::Error) -> End {
+    let too_big = err
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)));
+    if too_big {
+        End::Close {
+            code: CLOSE_TOO_BIG,
+            reason: "frame too large",
+            last: None,
+        }
+    } else {
+        End::Gone
+    }
+}
+
+/// Sleeps until the Unix time `exp` (seconds).
+fn sleep_until_unix(exp: u64) -> tokio::time::Sleep {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(exp).saturating_sub(now);
+    tokio::time::sleep_until(Instant::now() + left)
+}

@@ -1,0 +1,43 @@
+//! What every handler and session shares.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::Stream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::Config, hub::Hub};
+
+/// Cheap to clone: every field is a handle.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) nats: async_nats::Client,
+    /// The notification stream, for reads only: the edge never writes to JetStream.
+    pub(crate) stream: Stream,
+    /// The notification stream's epoch, sent in `welcome`.
+    pub(crate) epoch: Arc<str>,
+    pub(crate) hub: Arc<Hub>,
+    /// Every WebSocket session, so a drain can wait for them.
+    pub(crate) sessions: TaskTracker,
+    /// Cancelled when the node starts draining.
+    pub(crate) draining: CancellationToken,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        config: Config,
+        nats: async_nats::Client,
+        stream: Stream,
+        epoch: String,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            hub: Arc::new(Hub::new(nats.clone())),
+            nats,
+            stream,
+            epoch: epoch.into(),
+            sessions: TaskTracker::new(),
+            draining: CancellationToken::new(),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Flags (each with an env var) and the validated configuration.
+
+use std::{net::SocketAddr, time::Duration};
+
+use herald_shared::{
+    config::{ConfigError, JwtArgs, LogArgs, NatsArgs},
+    jwt::{Expectations, KeySet},
+};
+
+use crate::streams::StreamLimits;
+
+/// herald-publisher: validates domain events and stores one notification per
+/// recipient channel in NATS JetStream.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct Args {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Required `aud` claim of service tokens.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE", default_value = "herald-publisher")]
+    pub jwt_audience: String,
+    /// How long a repeated event `id` is recognized as a duplicate.
+    #[arg(long, env = "HERALD_DEDUP_WINDOW_MS", default_value_t = 120_000)]
+    pub dedup_window_ms: u64,
+    /// How long notifications are kept (the replay horizon).
+    #[arg(long, env = "HERALD_STREAM_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
+    pub stream_max_age_secs: u64,
+    /// The most bytes the notification stream keeps; the oldest go first.
+    #[arg(long, env = "HERALD_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
+    pub stream_max_bytes: i64,
+    /// How many JetStream acks one request may wait for at once.
+    #[arg(long, env = "HERALD_PUBLISH_WINDOW", default_value_t = 256)]
+    pub publish_window: usize,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The publisher's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub keys: KeySet,
+    /// What service tokens must carry.
+    pub expect: Expectations,
+    pub stream: StreamLimits,
+    /// Acks in flight per request; at least 1.
+    pub publish_window: usize,
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Self, ConfigError> {
+        let loaded = args.jwt.load()?;
+        if let Some(secret) = &loaded.generated_secret {
+            tracing::warn!(
+                secret = secret.expose(),
+                "Development mode: generated an HS256 secret for service tokens."
+            );
+        }
+        let dedup_window = Duration::from_millis(args.dedup_window_ms);
+        if dedup_window < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                flag: "--dedup-window-ms",
+                reason: "must be at least 100".into(),
+            });
+        }
+        Ok(Self {
+            listen: args.listen,
+            nats_url: args.nats.nats_url,
+            keys: loaded.keys,
+            expect: Expectations {
+                audience: args.jwt_audience,
+                issuer: args.jwt.jwt_issuer,
+            },
+            stream: StreamLimits {
+                max_age: Duration::from_secs(args.stream_max_age_secs),
+                max_bytes: args.stream_max_bytes,
+                dedup_window,
+            },
+            publish_window: args.publish_window.max(1),
+        })
+    }
+}

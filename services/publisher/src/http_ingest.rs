@@ -1,0 +1,123 @@
+//! `POST /v1/events`: authenticate, limit, parse, validate, store, answer 202.
+
+use async_nats::connection::State as NatsState;
+use axum::{
+    Json,
+    body::{Body, to_bytes},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+};
+use herald_shared::{
+    api::PublishAccepted,
+    envelope::{MAX_ENVELOPE_BYTES, parse_event},
+    error_code::ErrorCode,
+    jwt::{PUBLISH_SCOPE, ServiceClaims},
+};
+
+use crate::{error::ApiError, publish::publish, state::AppState};
+
+#[tracing::instrument(name = "post_event", skip_all, fields(event.id, event.type))]
+pub(crate) async fn post_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
+    authorize(&state, &headers)?;
+    require_json(&headers)?;
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("body exceeds {MAX_ENVELOPE_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|len: usize| len > MAX_ENVELOPE_BYTES) {
+        return Err(too_large());
+    }
+    // A body without Content-Length (chunked) is cut off at the limit too.
+    let bytes = to_bytes(body, MAX_ENVELOPE_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+
+    let event = parse_event(&bytes)?;
+    let span = tracing::Span::current();
+    span.record("event.id", event.id.as_str());
+    span.record("event.type", event.event_type.as_str());
+
+    if state.nats.connection_state() != NatsState::Connected {
+        return Err(ApiError::new(
+            ErrorCode::NatsUnavailable,
+            "not connected to NATS",
+        ));
+    }
+    let accepted = publish(&state.jetstream, &event, state.config.publish_window)
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, "Publishing failed.");
+            ApiError::new(
+                ErrorCode::NatsUnavailable,
+                "the event could not be stored; retry with the same id",
+            )
+        })?;
+    tracing::debug!(
+        n_channels = accepted.published.len(),
+        duplicate = accepted.duplicate,
+        "Event stored."
+    );
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// A bearer service token with the configured audience and the publish scope.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ServiceClaims, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            ErrorCode::MissingToken,
+            "send `Authorization: Bearer <service token>`",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidToken,
+                "the Authorization header is not `Bearer <token>`",
+            )
+        })?;
+    let claims: ServiceClaims = state
+        .config
+        .keys
+        .verify(token, &state.config.expect)
+        .map_err(|err| ApiError::new(err.code(), err.to_string()))?;
+    if !claims.has_scope(PUBLISH_SCOPE) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the token lacks the `{PUBLISH_SCOPE}` scope"),
+        ));
+    }
+    Ok(claims)
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send `Content-Type: application/json`",
+        ))
+    }
+}

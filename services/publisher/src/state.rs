@@ -1,0 +1,29 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+
+use crate::config::Config;
+
+/// Cheap to clone: the NATS handles are `Clone`, the config sits behind an `Arc`.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) jetstream: jetstream::Context,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        config: Config,
+        nats: async_nats::Client,
+        jetstream: jetstream::Context,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            nats,
+            jetstream,
+        }
+    }
+}

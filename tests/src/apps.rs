@@ -1,0 +1,208 @@
+//! The real publisher and edge, in-process on `127.0.0.1:0`, each stopped
+//! through the shutdown future its `run` was given.
+
+use std::{net::SocketAddr, time::Duration};
+
+use herald_shared::jwt::{Expectations, KeySet};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{WAIT, clients::TEST_SECRET, nats::NatsServer};
+
+/// A running publisher.
+#[derive(Debug)]
+pub struct TestPublisher {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// A running edge.
+#[derive(Debug)]
+pub struct TestEdge {
+    pub addr: SocketAddr,
+    pub node_id: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The publisher configuration the tests use, for tweaking.
+pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
+    herald_publisher::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        nats_url: nats.url.clone(),
+        keys: KeySet::hs256(TEST_SECRET.as_bytes()),
+        expect: Expectations {
+            audience: "herald-publisher".into(),
+            issuer: None,
+        },
+        stream: herald_publisher::streams::StreamLimits {
+            max_age: Duration::from_secs(3600),
+            max_bytes: 256 << 20,
+            dedup_window: Duration::from_secs(120),
+        },
+        publish_window: 256,
+    }
+}
+
+/// The edge configuration the tests use, for tweaking.
+pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
+    herald_edge::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        nats_url: nats.url.clone(),
+        keys: KeySet::hs256(TEST_SECRET.as_bytes()),
+        expect: Expectations {
+            audience: "herald".into(),
+            issuer: None,
+        },
+        node_id: node_id.into(),
+        heartbeat: Duration::from_secs(25),
+        max_namespaces_per_socket: 100,
+        outbound_queue_bytes: 1 << 20,
+        socket_send_buffer_bytes: Some(64 * 1024),
+        drain_timeout: Duration::from_secs(5),
+    }
+}
+
+impl TestPublisher {
+    pub async fn spawn(nats: &NatsServer) -> Self {
+        Self::spawn_with(publisher_config(nats)).await
+    }
+
+    pub async fn spawn_with(config: herald_publisher::Config) -> Self {
+        herald_shared::telemetry::init_for_tests();
+        let listener = herald_shared::net::bind(config.listen).expect("bind publisher");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(herald_publisher::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        wait_ready(addr).await;
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("publisher stops in time")?
+    }
+}
+
+impl TestEdge {
+    pub async fn spawn(nats: &NatsServer, node_id: &str) -> Self {
+        Self::spawn_with(edge_config(nats, node_id)).await
+    }
+
+    pub async fn spawn_with(config: herald_edge::Config) -> Self {
+        herald_shared::telemetry::init_for_tests();
+        let node_id = config.node_id.clone();
+        let listener = herald_shared::net::bind(config.listen).expect("bind edge");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(herald_edge::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        wait_ready(addr).await;
+        Self {
+            addr,
+            node_id,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `ws://addr/v1/ws?<query>`
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/v1/ws?{query}", self.addr)
+    }
+
+    /// Starts a drain and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("edge stops in time")?
+    }
+}
+
+impl Drop for TestPublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `/readyz` until it answers 200.
+async fn wait_ready(addr: SocketAddr) {
+    let url = format!("http://{addr}/readyz");
+    let ready = async {
+        loop {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, ready)
+        .await
+        .unwrap_or_else(|_| panic!("{url} not ready in time"));
+}
+
+/// A whole pipeline: nats-server, a publisher, and `n_edges` edges
+/// (`edge-a`, `edge-b`, …).
+#[derive(Debug)]
+pub struct Stack {
+    pub publisher: TestPublisher,
+    pub edges: Vec<TestEdge>,
+    /// Last, so it outlives the services when dropped.
+    pub nats: NatsServer,
+}
+
+impl Stack {
+    pub async fn start(n_edges: usize) -> Self {
+        let nats = NatsServer::start();
+        let publisher = TestPublisher::spawn(&nats).await;
+        let mut edges = Vec::new();
+        for i in 0..n_edges {
+            let node_id = format!("edge-{}", (b'a' + i as u8) as char);
+            edges.push(TestEdge::spawn(&nats, &node_id).await);
+        }
+        Self {
+            publisher,
+            edges,
+            nats,
+        }
+    }
+
+    pub fn edge(&self) -> &TestEdge {
+        &self.edges[0]
+    }
+
+    /// Publishes with the test service token; panics unless it is accepted.
+    pub async fn publish(&self, body: &serde_json::Value) -> herald_shared::api::PublishAccepted {
+        let answer = crate::clients::post_event(
+            &self.publisher.url(),
+            &crate::clients::service_token(),
+            body,
+        )
+        .await;
+        assert_eq!(answer.status, 202, "publish refused: {:?}", answer.body);
+        serde_json::from_value(answer.body).expect("a 202 body")
+    }
+}

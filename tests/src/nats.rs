@@ -1,0 +1,134 @@
+//! A real nats-server with JetStream, on OS-chosen ports, with a temporary
+//! store; killed and cleaned up on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+use tempfile::TempDir;
+
+/// Set by `cargo xtask test` to the pinned binary.
+pub const NATS_SERVER_ENV: &str = "HERALD_NATS_SERVER";
+
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    /// Kept so the store lives as long as the server.
+    _store: TempDir,
+    _ports: TempDir,
+    /// `nats://127.0.0.1:<port>`
+    pub url: String,
+    /// `http://127.0.0.1:<port>`, the monitoring endpoint.
+    pub monitoring: String,
+}
+
+#[derive(Deserialize)]
+struct PortsFile {
+    nats: Vec<String>,
+    monitoring: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it reports its ports.
+    ///
+    /// # Panics
+    /// No nats-server binary, or it does not start within the bound.
+    pub fn start() -> Self {
+        let store = TempDir::new().expect("temp store");
+        let ports = TempDir::new().expect("temp ports dir");
+        let child = Command::new(binary())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "-m",
+                "-1",
+                "--ports_file_dir",
+            ])
+            .arg(ports.path())
+            .arg("-sd")
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", binary().display()));
+        let ports_file = ports
+            .path()
+            .join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + crate::WAIT;
+        let parsed: PortsFile = loop {
+            // The file is written without an atomic rename: retry until it parses.
+            if let Some(parsed) = std::fs::read(&ports_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                break parsed;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not report its ports in time"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Self {
+            child,
+            _store: store,
+            _ports: ports,
+            url: parsed.nats[0].clone(),
+            monitoring: parsed.monitoring[0].clone(),
+        }
+    }
+
+    /// Every subscription subject of every client named `herald-edge …`.
+    pub async fn edge_subscriptions(&self) -> Vec<String> {
+        #[derive(Deserialize)]
+        struct Connz {
+            connections: Vec<Conn>,
+        }
+        #[derive(Deserialize)]
+        struct Conn {
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            subscriptions_list: Vec<String>,
+        }
+        let connz: Connz = reqwest::get(format!("{}/connz?subs=1", self.monitoring))
+            .await
+            .expect("connz")
+            .json()
+            .await
+            .expect("connz json");
+        connz
+            .connections
+            .into_iter()
+            .filter(|c| c.name.starts_with("herald-edge"))
+            .flat_map(|c| c.subscriptions_list)
+            .filter(|s| !s.starts_with("_INBOX"))
+            .collect()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The nats-server to run: `$HERALD_NATS_SERVER`, the one `cargo xtask`
+/// installs under `.herald/bin`, or `nats-server` from `PATH`.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os(NATS_SERVER_ENV) {
+        return PathBuf::from(path);
+    }
+    let pinned = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.herald/bin/nats-server");
+    if pinned.exists() {
+        return pinned;
+    }
+    PathBuf::from("nats-server")
+}

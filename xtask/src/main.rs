@@ -1,0 +1,79 @@
+//! `cargo xtask`: command-line dispatch and help for Herald's project automation.
+//!
+//! std only, so a fresh checkout can run it with nothing but a Rust toolchain (plus
+//! python3 the first time, to fetch nats-server).
+
+// A CLI talks to its user through stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+// Process control (chmod, SIGTERM via `kill`, /dev/urandom) assumes a Unix host.
+#[cfg(not(unix))]
+compile_error!("xtask supports Linux and macOS only");
+
+mod nats_server;
+mod up;
+mod util;
+
+use std::env;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+Usage: cargo xtask <command>
+
+Commands:
+  nats-server   ensure nats-server (>= 2.11 on PATH, else the pinned one in .herald/bin) and print its path
+  test [ARGS]   run `cargo test --workspace --locked [ARGS]` with HERALD_NATS_SERVER set
+  up            run NATS, the publisher and two edges locally until Ctrl-C
+  schemas       regenerate the JSON schemas (HERALD_UPDATE_SCHEMAS=1)
+  help          show this list";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("help" | "-h" | "--help") => {
+            println!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("nats-server") => nats_server::ensure().map(|nats| {
+            // Only the path goes to stdout so scripts can use `$(cargo xtask nats-server)`.
+            println!("{}", nats.path.display());
+            ExitCode::SUCCESS
+        }),
+        Some("test") => test(&args[1..]),
+        Some("up") => up::run().map(|()| ExitCode::SUCCESS),
+        Some("schemas") => schemas(),
+        Some(other) => Err(format!("unknown command `{other}`; see `cargo xtask help`")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the whole test suite against a known-good nats-server, so nobody has to install one.
+fn test(extra_args: &[String]) -> Result<ExitCode, String> {
+    let nats = nats_server::ensure()?;
+    eprintln!(
+        "xtask: using nats-server v{} at {}",
+        nats.version,
+        nats.path.display()
+    );
+    let mut cargo = util::cargo();
+    cargo
+        .args(["test", "--workspace", "--locked"])
+        .args(extra_args)
+        .env("HERALD_NATS_SERVER", &nats.path);
+    util::run(&mut cargo).map(util::exit_code)
+}
+
+/// The schema test rewrites the committed files instead of comparing when the variable is set.
+fn schemas() -> Result<ExitCode, String> {
+    let mut cargo = util::cargo();
+    cargo
+        .args(["test", "-p", "herald-tests", "--test", "it", "schemas"])
+        .env("HERALD_UPDATE_SCHEMAS", "1");
+    util::run(&mut cargo).map(util::exit_code)
+}

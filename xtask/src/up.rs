@@ -1,0 +1,308 @@
+//! `cargo xtask up`: builds and runs NATS, the publisher and two edges locally until Ctrl-C.
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::{nats_server, util};
+
+const NATS_PORT: u16 = 4222;
+const NATS_MONITOR_PORT: u16 = 8222;
+const PUBLISHER_PORT: u16 = 8090;
+const EDGES: [(&str, u16); 2] = [("edge-a", 8080), ("edge-b", 8081)];
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const READY_POLL: Duration = Duration::from_millis(100);
+const WATCH_POLL: Duration = Duration::from_millis(200);
+/// How long a child gets to shut down cleanly after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub(crate) fn run() -> Result<(), String> {
+    let herald = util::herald_dir();
+    let nats = nats_server::ensure()?;
+    let secret = dev_secret(&herald)?;
+    // Checked before the build so a leftover `up` in another terminal fails in a second, not
+    // after a minute of compiling.
+    check_ports_free()?;
+    build()?;
+
+    let bin = util::target_dir().join("debug");
+    let logs = herald.join("logs");
+    util::create_dir_all(&logs)?;
+    let nats_url = format!("nats://127.0.0.1:{NATS_PORT}");
+    let mut children = Children::new(logs);
+
+    let mut nats_cmd = Command::new(&nats.path);
+    nats_cmd
+        .args(["-js", "-a", "127.0.0.1", "-n", "herald-dev"])
+        .args(["-p", &NATS_PORT.to_string()])
+        .args(["-m", &NATS_MONITOR_PORT.to_string()])
+        .arg("--store_dir")
+        .arg(herald.join("nats-store"));
+    children.spawn("nats", nats_cmd)?;
+    // The publisher creates the stream at startup, so JetStream must be up first.
+    children.wait_ready("nats", NATS_MONITOR_PORT, "/healthz?js-enabled-only=true")?;
+
+    let mut publisher = Command::new(bin.join("herald-publisher"));
+    publisher
+        .env("HERALD_LISTEN", format!("127.0.0.1:{PUBLISHER_PORT}"))
+        .env("HERALD_NATS_URL", &nats_url)
+        .env("HERALD_JWT_SECRET", &secret);
+    children.spawn("publisher", publisher)?;
+    children.wait_ready("publisher", PUBLISHER_PORT, "/readyz")?;
+
+    for (name, port) in EDGES {
+        let mut edge = Command::new(bin.join("herald-edge"));
+        edge.env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_NODE_ID", name)
+            .env("HERALD_NATS_URL", &nats_url)
+            .env("HERALD_JWT_SECRET", &secret);
+        children.spawn(name, edge)?;
+    }
+    for (name, port) in EDGES {
+        children.wait_ready(name, port, "/readyz")?;
+    }
+
+    println!("{}", quick_tour(&secret, &bin));
+    // Ctrl-C reaches the children directly (same foreground process group) and kills us
+    // without running destructors; any other way out of here stops them via `Drop`.
+    Err(children.wait_for_unexpected_exit())
+}
+
+/// Reads the dev JWT secret, creating it on first use so tokens minted in one session keep
+/// working in the next.
+fn dev_secret(herald: &Path) -> Result<String, String> {
+    let path = herald.join("dev-secret");
+    match fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_owned()),
+        Ok(_) => {
+            return Err(format!(
+                "{} is empty; delete it to get a new one",
+                path.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+
+    let mut bytes = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    let secret = bytes.iter().fold(String::new(), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    });
+
+    util::create_dir_all(herald)?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600) // it signs tokens, even if only dev ones
+        .open(&path)
+        .and_then(|mut file| writeln!(file, "{secret}"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("xtask: created dev JWT secret in {}", path.display());
+    Ok(secret)
+}
+
+fn check_ports_free() -> Result<(), String> {
+    let ports = [
+        ("nats", NATS_PORT),
+        ("nats monitoring", NATS_MONITOR_PORT),
+        ("publisher", PUBLISHER_PORT),
+        EDGES[0],
+        EDGES[1],
+    ];
+    for (name, port) in ports {
+        // The listener is dropped right away; this only asks "could the child bind here?".
+        if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+            return Err(format!(
+                "port {port} (for {name}) is not available: {e}. Is another `cargo xtask up` \
+                 running? See who holds it with `ss -ltnp 'sport = :{port}'`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn build() -> Result<(), String> {
+    eprintln!("xtask: building herald-edge, herald-publisher and herald");
+    let mut cargo = util::cargo();
+    cargo.arg("build");
+    for package in ["herald-edge", "herald-publisher", "herald-tests"] {
+        cargo.args(["-p", package]);
+    }
+    for bin in ["herald-edge", "herald-publisher", "herald"] {
+        cargo.args(["--bin", bin]);
+    }
+    let status = util::run(&mut cargo)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build failed ({status})"))
+    }
+}
+
+fn quick_tour(secret: &str, bin: &Path) -> String {
+    // Relative paths read better and paste fine from the repo root; fall back to absolute
+    // when CARGO_TARGET_DIR points elsewhere.
+    let herald = bin.join("herald");
+    let herald = herald
+        .strip_prefix(util::repo_root())
+        .unwrap_or(&herald)
+        .display();
+    let (a, b) = (EDGES[0].1, EDGES[1].1);
+    format!(
+        "\
+Herald is up: publisher http://127.0.0.1:{PUBLISHER_PORT}, edges ws://127.0.0.1:{a} and \
+ws://127.0.0.1:{b}, NATS nats://127.0.0.1:{NATS_PORT} (monitoring \
+http://127.0.0.1:{NATS_MONITOR_PORT}). Logs in .herald/logs/.
+In another terminal, from {root}:
+  export HERALD_JWT_SECRET={secret}
+  TOKEN=$({herald} token alice@example.com --ns 'team-*')
+  {herald} listen --url ws://127.0.0.1:{a}/v1/ws --token \"$TOKEN\" --ns team-42
+And in a third:
+  {herald} publish --url http://127.0.0.1:{PUBLISHER_PORT} --user alice@example.com --ns team-42
+Or with any WebSocket client: ws://127.0.0.1:{a}/v1/ws?token=$TOKEN
+Press Ctrl-C to stop.",
+        root = util::repo_root().display(),
+    )
+}
+
+/// One running service and where its output goes.
+#[derive(Debug)]
+struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The services started so far. Dropping it stops them all, newest first, so a failure or
+/// panic anywhere in `run` never leaves orphans holding the ports.
+#[derive(Debug)]
+struct Children {
+    log_dir: PathBuf,
+    running: Vec<Service>,
+}
+
+impl Children {
+    fn new(log_dir: PathBuf) -> Self {
+        Self {
+            log_dir,
+            running: Vec::new(),
+        }
+    }
+
+    /// Starts `cmd` with stdout and stderr going to `<log_dir>/<name>.log`, truncated so each
+    /// `up` starts with a fresh log.
+    fn spawn(&mut self, name: &'static str, mut cmd: Command) -> Result<(), String> {
+        let log = self.log_dir.join(format!("{name}.log"));
+        let file =
+            File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let file_too = file
+            .try_clone()
+            .map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
+        let child = cmd
+            .current_dir(util::repo_root())
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file_too)
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        // Track it before printing (which panics if stderr is gone), so `Drop` still stops it.
+        let pid = child.id();
+        let shown = format!("xtask: started {name} (pid {pid}), log {}", log.display());
+        self.running.push(Service { name, child, log });
+        eprintln!("{shown}");
+        Ok(())
+    }
+
+    /// Polls the service's HTTP endpoint until it answers 200, failing fast if it exits.
+    fn wait_ready(&mut self, name: &str, port: u16, path: &str) -> Result<(), String> {
+        let service = self
+            .running
+            .iter_mut()
+            .find(|s| s.name == name)
+            .expect("wait_ready is called after spawn");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if util::http_status(port, path) == Some(200) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = service.child.try_wait() {
+                return Err(format!(
+                    "{name} exited ({status}) before becoming ready; see {}",
+                    service.log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{name} did not answer 200 on http://127.0.0.1:{port}{path} within {} s; \
+                     see {}",
+                    READY_TIMEOUT.as_secs(),
+                    service.log.display()
+                ));
+            }
+            sleep(READY_POLL);
+        }
+    }
+
+    /// Blocks until some service exits on its own and says which one.
+    fn wait_for_unexpected_exit(&mut self) -> String {
+        loop {
+            for service in &mut self.running {
+                let exited = match service.child.try_wait() {
+                    Ok(Some(status)) => status.to_string(),
+                    Ok(None) => continue,
+                    Err(e) => format!("cannot be waited for: {e}"),
+                };
+                return format!(
+                    "{} exited unexpectedly ({exited}); see {}",
+                    service.name,
+                    service.log.display()
+                );
+            }
+            sleep(WATCH_POLL);
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        // Newest first: edges drain before the publisher, and NATS goes last.
+        while let Some(mut service) = self.running.pop() {
+            stop(&mut service);
+        }
+    }
+}
+
+/// SIGTERM first so services drain and NATS flushes its store; SIGKILL if that takes too long.
+fn stop(service: &mut Service) {
+    if matches!(service.child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    // Not `eprintln!`: it panics if stderr is gone (say, piped into a `head` that quit), and
+    // a panic inside `Drop` during unwinding aborts, leaving the rest running.
+    let _ = writeln!(std::io::stderr(), "xtask: stopping {}", service.name);
+    // std can only SIGKILL; the `kill` utility is everywhere we support.
+    let _ = Command::new("kill")
+        .args(["-TERM", &service.child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if matches!(service.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        sleep(READY_POLL);
+    }
+    let _ = service.child.kill();
+    let _ = service.child.wait();
+}
