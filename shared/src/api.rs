@@ -1,9 +1,16 @@
-//! HTTP bodies other than the envelope and the error body.
+//! HTTP bodies other than the envelope and the error body, and the record of
+//! a rejected domain message in the dead-letter stream.
 
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{channel::Channel, ids::EventId};
+use crate::{
+    channel::Channel,
+    envelope::Timestamp,
+    error_code::{ErrorBody, ErrorCode, FieldError},
+    ids::EventId,
+};
 
 /// The `202 Accepted` body of `POST /v1/events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -22,4 +29,111 @@ pub struct PublishedChannel {
     pub channel: Channel,
     /// The notification's sequence in the stream: the client's resume cursor.
     pub seq: u64,
+}
+
+/// A domain message the publisher refused, as stored in the dead-letter stream
+/// (`HERALD_DEAD_LETTER`) on `deadletter.<the domain subject's tail>`.
+///
+/// It is never delivered to anyone; it is there for operators to inspect,
+/// fix and republish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetter {
+    /// Why it was refused: `MALFORMED_JSON`, `PAYLOAD_TOO_LARGE`,
+    /// `UNKNOWN_EVENT_TYPE`, `VALIDATION_FAILED`, or `NATS_UNAVAILABLE` when it
+    /// could not be stored in `max attempts` deliveries.
+    pub code: ErrorCode,
+    /// A sentence for people; never parsed.
+    pub message: String,
+    /// The failed rules, for `VALIDATION_FAILED` only, as in the HTTP error body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// The subject the domain message was published on, e.g. `domain.calendar.event.updated`.
+    pub subject: String,
+    /// Its sequence in the domain stream (`HERALD_DOMAIN`).
+    pub stream_seq: u64,
+    /// How many times it had been delivered to a publisher, the last one included.
+    pub deliveries: u64,
+    /// When it was dead-lettered.
+    pub dead_lettered_at: Timestamp,
+    /// The original payload, byte for byte: as text when it is UTF-8, else in
+    /// base64 (standard alphabet, padded); see `payload_encoding`.
+    pub payload: String,
+    /// How `payload` holds the original bytes.
+    pub payload_encoding: PayloadEncoding,
+}
+
+/// How a [`DeadLetter`] holds the original payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PayloadEncoding {
+    /// The payload was valid UTF-8 and is kept as text.
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// The payload was not UTF-8; `payload` is its base64 (standard alphabet, padded).
+    #[serde(rename = "base64")]
+    Base64,
+}
+
+impl DeadLetter {
+    /// The record of `payload`, refused with `error`, dead-lettered now.
+    pub fn new(
+        error: ErrorBody,
+        subject: impl Into<String>,
+        stream_seq: u64,
+        deliveries: u64,
+        payload: &[u8],
+    ) -> Self {
+        let (payload, payload_encoding) = match std::str::from_utf8(payload) {
+            Ok(text) => (text.to_string(), PayloadEncoding::Utf8),
+            Err(_) => (BASE64.encode(payload), PayloadEncoding::Base64),
+        };
+        Self {
+            code: error.code,
+            message: error.message,
+            errors: error.errors,
+            subject: subject.into(),
+            stream_seq,
+            deliveries,
+            dead_lettered_at: Timestamp::now(),
+            payload,
+            payload_encoding,
+        }
+    }
+
+    /// The original payload's bytes.
+    ///
+    /// # Errors
+    /// `payload` is not valid base64 although `payload_encoding` says it is.
+    pub fn original_payload(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        match self.payload_encoding {
+            PayloadEncoding::Utf8 => Ok(self.payload.clone().into_bytes()),
+            PayloadEncoding::Base64 => BASE64.decode(&self.payload),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_keep_the_payload_as_text_or_base64() {
+        let error = ErrorBody::new(ErrorCode::MalformedJson, "not JSON");
+        let text = DeadLetter::new(error.clone(), "domain.x", 3, 1, "{\"a\": \"é\"".as_bytes());
+        assert_eq!(text.payload_encoding, PayloadEncoding::Utf8);
+        assert_eq!(text.payload, "{\"a\": \"é\"");
+        assert_eq!(text.original_payload().unwrap(), "{\"a\": \"é\"".as_bytes());
+
+        let bytes = [0xff, b'{', 0x00, 0xc3];
+        let binary = DeadLetter::new(error, "domain.x", 4, 2, &bytes);
+        assert_eq!(binary.payload_encoding, PayloadEncoding::Base64);
+        assert_eq!(binary.payload, "/3sAww==");
+        assert_eq!(binary.original_payload().unwrap(), bytes);
+
+        let json = serde_json::to_value(&binary).unwrap();
+        assert_eq!(json["payload_encoding"], "base64");
+        assert_eq!(json["code"], "MALFORMED_JSON");
+        assert!(json.get("errors").is_none(), "no empty errors list");
+        let back: DeadLetter = serde_json::from_value(json).unwrap();
+        assert_eq!(back, binary);
+    }
 }

@@ -22,7 +22,9 @@ pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
-    /// Idempotency key, 1–128 characters; a UUIDv7 when absent.
+    /// Idempotency key, 1–128 characters. When absent: a UUIDv7 over HTTP;
+    /// over NATS `domain-<stream seq>-<stored at, Unix ns>`, the same on every
+    /// redelivery of the domain message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(skip)]
     pub id: Option<EventId>,
@@ -33,7 +35,8 @@ pub struct Envelope {
     /// Who sent the event, 1–64 characters.
     #[garde(length(chars, min = 1, max = 64))]
     pub source: String,
-    /// When it happened (RFC 3339); now when absent.
+    /// When it happened (RFC 3339). When absent: now over HTTP; over NATS when
+    /// the domain stream stored the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(skip)]
     pub time: Option<Timestamp>,
@@ -113,12 +116,29 @@ impl ValidEvent {
     }
 }
 
-/// Parses and validates an envelope from raw bytes, as received over HTTP or NATS.
+/// Parses and validates an envelope from raw bytes, as received over HTTP:
+/// an envelope without `id` gets a fresh UUIDv7, one without `time` now.
 ///
 /// # Errors
 /// The error body to answer with: `MALFORMED_JSON` (with line and column),
 /// `UNKNOWN_EVENT_TYPE`, or `VALIDATION_FAILED` listing every broken rule.
 pub fn parse_event(body: &[u8]) -> Result<ValidEvent, ErrorBody> {
+    parse_event_with_defaults(body, EventId::generate, Timestamp::now)
+}
+
+/// [`parse_event`] with the `id` and `time` an envelope gets when it has none.
+///
+/// NATS ingest derives both from the domain message
+/// ([`EventId::for_domain_message`], the time JetStream stored it), so every
+/// redelivery of a message parses to the same event and is stored once.
+///
+/// # Errors
+/// As [`parse_event`].
+pub fn parse_event_with_defaults(
+    body: &[u8],
+    default_id: impl FnOnce() -> EventId,
+    default_time: impl FnOnce() -> Timestamp,
+) -> Result<ValidEvent, ErrorBody> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| ErrorBody {
         line: Some(err.line()),
         column: Some(err.column()),
@@ -176,10 +196,10 @@ pub fn parse_event(body: &[u8]) -> Result<ValidEvent, ErrorBody> {
         .filter(|channel| seen.insert(channel.clone()))
         .collect();
     Ok(ValidEvent {
-        id: envelope.id.unwrap_or_else(EventId::generate),
+        id: envelope.id.unwrap_or_else(default_id),
         event_type,
         source: envelope.source,
-        time: envelope.time.unwrap_or_else(Timestamp::now),
+        time: envelope.time.unwrap_or_else(default_time),
         channels,
         data,
     })

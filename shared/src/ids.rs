@@ -116,9 +116,26 @@ id_impls!(Namespace, 128, str::len, "bytes of UTF-8");
 id_impls!(EventId, 128, |s| s.chars().count(), "characters");
 
 impl EventId {
-    /// A fresh, time-ordered id (UUIDv7), used when a publisher sends none.
+    /// A fresh, time-ordered id (UUIDv7), used when an HTTP publisher sends none.
     pub fn generate() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id of a domain message (NATS ingest) that sends none:
+    /// `domain-<stream seq>-<stored at, Unix ns>`.
+    ///
+    /// Derived from the message's place in the domain stream rather than
+    /// generated, so every redelivery of the message (after a crash, a lost
+    /// ack, a retry) is the same event to the notification stream's dedup
+    /// window, and is stored once. The timestamp, when JetStream stored the
+    /// message, tells apart messages of a recreated domain stream, whose
+    /// sequences restart at 1.
+    pub fn for_domain_message(stream_seq: u64, stored_at: time::OffsetDateTime) -> Self {
+        // At most 7 + 20 + 1 + 20 ASCII characters: well within MAX_LEN.
+        Self(format!(
+            "domain-{stream_seq}-{}",
+            stored_at.unix_timestamp_nanos()
+        ))
     }
 }
 
@@ -144,6 +161,17 @@ mod tests {
         // 86 three-byte characters are 258 bytes: the limit is bytes, not characters.
         assert!(UserId::parse("山".repeat(86)).is_err());
         assert!(Namespace::parse("n".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn domain_message_ids_are_stable_and_valid() {
+        let stored_at = time::macros::datetime!(2026-11-26 10:00:00.000000123 UTC);
+        let id = EventId::for_domain_message(42, stored_at);
+        assert_eq!(id.as_str(), "domain-42-1795687200000000123");
+        assert_eq!(id, EventId::for_domain_message(42, stored_at));
+        assert!(EventId::parse(id.as_str()).is_ok());
+        let longest = EventId::for_domain_message(u64::MAX, stored_at);
+        assert!(EventId::parse(longest.as_str()).is_ok());
     }
 
     #[test]

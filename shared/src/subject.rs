@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use time::OffsetDateTime;
+
 use crate::{
     channel::{Channel, ChannelKind},
     events::EventType,
@@ -89,17 +91,39 @@ pub fn domain_subject(event_type: EventType) -> Subject {
     Subject(format!("{DOMAIN_PREFIX}.{}", event_type.as_str()))
 }
 
+/// The registered event type a domain subject names: `domain.calendar.event.updated` →
+/// `CalendarEventUpdated`.
+///
+/// `None` for a subject outside `domain.` or a tail that is not a registered type;
+/// NATS ingest refuses an envelope whose `type` differs from this.
+pub fn event_type_from_domain_subject(subject: &str) -> Option<EventType> {
+    domain_tail(subject).and_then(EventType::parse)
+}
+
 /// The dead-letter subject for a rejected domain message: `deadletter.calendar.event.updated`.
 ///
 /// `original` is the domain subject the message came on; only its tail is kept.
 pub fn dead_letter_subject(original: &str) -> Subject {
-    let tail = original
-        .strip_prefix(DOMAIN_PREFIX)
-        .and_then(|s| s.strip_prefix('.'));
     Subject(format!(
         "{DEAD_LETTER_PREFIX}.{}",
-        tail.unwrap_or("unknown")
+        domain_tail(original).unwrap_or("unknown")
     ))
+}
+
+/// What follows `domain.` in a domain subject.
+fn domain_tail(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(DOMAIN_PREFIX)?
+        .strip_prefix('.')
+        .filter(|tail| !tail.is_empty())
+}
+
+/// The direct-get API subject of a stream: `$JS.API.DIRECT.GET.HERALD_NOTIFY`.
+///
+/// Direct get is stateless and answered by any replica; edges read the
+/// notification stream only through it.
+pub fn direct_get_subject(stream: &str) -> Subject {
+    Subject(format!("$JS.API.DIRECT.GET.{stream}"))
 }
 
 /// The `Nats-Msg-Id` of one stored notification: the stored subject, `|`, the event id.
@@ -108,6 +132,16 @@ pub fn dead_letter_subject(original: &str) -> Subject {
 /// per (event, channel), which is what the stream's dedup window needs.
 pub fn message_id(stored: &Subject, event_id: &str) -> String {
     format!("{stored}|{event_id}")
+}
+
+/// The `Nats-Msg-Id` of the dead letter of a domain message: `dead-<stream seq>-<stored at, Unix ns>`.
+///
+/// Every redelivery of the domain message gets the same id, so the dead-letter
+/// stream's dedup window keeps one record however often it is rejected; the
+/// timestamp tells apart messages of a recreated domain stream, whose sequences
+/// restart at 1. See [`EventId::for_domain_message`](crate::ids::EventId::for_domain_message).
+pub fn dead_letter_message_id(stream_seq: u64, stored_at: OffsetDateTime) -> String {
+    format!("dead-{stream_seq}-{}", stored_at.unix_timestamp_nanos())
 }
 
 fn channel_subject(prefix: &str, channel: &Channel) -> Subject {
@@ -210,6 +244,39 @@ mod tests {
         assert_eq!(channel_from_subject("live.user.a.b"), None);
         assert_eq!(channel_from_subject("live.room.x"), None);
         assert_eq!(channel_from_subject("other.user.x"), None);
+    }
+
+    #[test]
+    fn domain_subjects_name_their_event_type() {
+        for &event_type in EventType::ALL {
+            let subject = domain_subject(event_type);
+            assert_eq!(
+                event_type_from_domain_subject(subject.as_str()),
+                Some(event_type)
+            );
+        }
+        assert_eq!(
+            event_type_from_domain_subject("domain.calendar.event.exploded"),
+            None
+        );
+        assert_eq!(event_type_from_domain_subject("domain."), None);
+        assert_eq!(event_type_from_domain_subject("domain"), None);
+        assert_eq!(
+            event_type_from_domain_subject("domainx.calendar.event.updated"),
+            None
+        );
+        assert_eq!(
+            event_type_from_domain_subject("live.calendar.event.updated"),
+            None
+        );
+        assert_eq!(
+            dead_letter_subject("domain.calendar.event.exploded").as_str(),
+            "deadletter.calendar.event.exploded"
+        );
+        assert_eq!(
+            dead_letter_subject("elsewhere").as_str(),
+            "deadletter.unknown"
+        );
     }
 
     #[test]

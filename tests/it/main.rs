@@ -1,8 +1,14 @@
 //! Herald's integration tests: one binary, one module per behavior, a real
 //! nats-server per test. Run them with `cargo xtask test`.
 
+// Fault tests print their counts (delivered, lost, duplicated) even on success.
+#![allow(clippy::print_stderr)]
+
 mod auth;
 mod delivery;
+mod faults;
 mod frames;
+mod ingest_nats;
 mod publish_http;
+mod resume;
 mod schemas;

@@ -41,6 +41,11 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
             dedup_window: Duration::from_secs(120),
         },
         publish_window: 256,
+        // A short ack wait: a message a killed publisher held comes back soon.
+        ingest: Some(herald_publisher::streams::IngestLimits {
+            ack_wait: Duration::from_secs(2),
+            max_attempts: 10,
+        }),
     }
 }
 
@@ -60,6 +65,7 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
         outbound_queue_bytes: 1 << 20,
         socket_send_buffer_bytes: Some(64 * 1024),
         drain_timeout: Duration::from_secs(5),
+        reconcile_interval: Duration::from_secs(30),
     }
 }
 

@@ -130,6 +130,32 @@ impl WsClient {
         Self { socket }
     }
 
+    /// Opens `url`, or says why not.
+    pub async fn try_connect(url: &str) -> Result<Self, String> {
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {
+            Ok(Ok((socket, _))) => Ok(Self { socket }),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("handshake timed out".into()),
+        }
+    }
+
+    /// The next server frame, or why the connection ended (waits without bound
+    /// while the connection is open: callers bound the whole test).
+    pub async fn try_next_frame(&mut self) -> Result<ServerFrame, String> {
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(&text)
+                        .map_err(|e| format!("bad frame {text}: {e}"));
+                }
+                Some(Ok(Message::Close(close))) => return Err(format!("closed: {close:?}")),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return Err(err.to_string()),
+                None => return Err("connection ended".into()),
+            }
+        }
+    }
+
     /// Connects and reads the `welcome` frame.
     pub async fn connect_welcomed(url: &str) -> (Self, ServerFrame) {
         let mut client = Self::connect(url).await;

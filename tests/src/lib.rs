@@ -4,6 +4,8 @@
 pub mod apps;
 pub mod clients;
 pub mod nats;
+pub mod proxy;
+pub mod resume;
 
 /// Every wait in the tests is bounded by this.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -16,9 +16,9 @@ pub const NATS_SERVER_ENV: &str = "HERALD_NATS_SERVER";
 #[derive(Debug)]
 pub struct NatsServer {
     child: Child,
-    /// Kept so the store lives as long as the server.
-    _store: TempDir,
-    _ports: TempDir,
+    /// The store, kept across restarts and removed on drop.
+    store: TempDir,
+    ports: TempDir,
     /// `nats://127.0.0.1:<port>`
     pub url: String,
     /// `http://127.0.0.1:<port>`, the monitoring endpoint.
@@ -39,49 +39,35 @@ impl NatsServer {
     pub fn start() -> Self {
         let store = TempDir::new().expect("temp store");
         let ports = TempDir::new().expect("temp ports dir");
-        let child = Command::new(binary())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                "-1",
-                "-m",
-                "-1",
-                "--ports_file_dir",
-            ])
-            .arg(ports.path())
-            .arg("-sd")
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", binary().display()));
-        let ports_file = ports
-            .path()
-            .join(format!("nats-server_{}.ports", child.id()));
-        let deadline = Instant::now() + crate::WAIT;
-        let parsed: PortsFile = loop {
-            // The file is written without an atomic rename: retry until it parses.
-            if let Some(parsed) = std::fs::read(&ports_file)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                break parsed;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not report its ports in time"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (child, parsed) = spawn(&store, &ports, "-1");
         Self {
             child,
-            _store: store,
-            _ports: ports,
+            store,
+            ports,
             url: parsed.nats[0].clone(),
             monitoring: parsed.monitoring[0].clone(),
         }
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and
+    /// store, as an operator's restart or a crash would.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .expect("a port in the url")
+            .to_string();
+        let (child, parsed) = spawn(&self.store, &self.ports, &port);
+        self.child = child;
+        self.monitoring = parsed.monitoring[0].clone();
+        assert_eq!(parsed.nats[0], self.url, "restarted on another port");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Every subscription subject of every client named `herald-edge …`.
@@ -115,8 +101,50 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+// The child is handed to `NatsServer`, whose `Drop` kills and waits for it.
+#[allow(clippy::zombie_processes)]
+/// Spawns nats-server on `port` (`-1`: one the OS picks) and reads its ports file.
+fn spawn(store: &TempDir, ports: &TempDir, port: &str) -> (Child, PortsFile) {
+    let mut child = Command::new(binary())
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-m",
+            "-1",
+            "--ports_file_dir",
+        ])
+        .arg(ports.path())
+        .arg("-sd")
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {}: {err}", binary().display()));
+    let ports_file = ports
+        .path()
+        .join(format!("nats-server_{}.ports", child.id()));
+    let deadline = Instant::now() + crate::WAIT;
+    loop {
+        // The file is written without an atomic rename: retry until it parses.
+        if let Some(parsed) = std::fs::read(&ports_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            return (child, parsed);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nats-server did not report its ports in time");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -40,6 +40,10 @@ pub struct Args {
     /// How long to wait for sockets to close on shutdown, in milliseconds.
     #[arg(long, env = "HERALD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// Period of the safety-net reconcile pass, in milliseconds (one `multi_last`
+    /// per 1024 channels); passes also run after each join and NATS reconnect.
+    #[arg(long, env = "HERALD_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
+    pub reconcile_interval_ms: u64,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -59,6 +63,7 @@ pub struct Config {
     /// `None` leaves the kernel's autotuning alone.
     pub socket_send_buffer_bytes: Option<u32>,
     pub drain_timeout: Duration,
+    pub reconcile_interval: Duration,
 }
 
 impl TryFrom<Args> for Config {
@@ -86,6 +91,7 @@ impl TryFrom<Args> for Config {
             outbound_queue_bytes: args.outbound_queue_bytes,
             socket_send_buffer_bytes: Some(args.socket_send_buffer_bytes).filter(|&b| b > 0),
             drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+            reconcile_interval: Duration::from_millis(args.reconcile_interval_ms.max(100)),
         })
     }
 }

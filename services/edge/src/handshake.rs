@@ -18,7 +18,7 @@ use herald_shared::{
     jwt::UserClaims,
 };
 
-use crate::{session, state::AppState};
+use crate::{replay::Cursor, session, state::AppState};
 
 /// tungstenite reads into a buffer of this size; its default (128 KiB, zero-filled
 /// on first read) would cost more than everything else a socket holds.
@@ -33,6 +33,8 @@ pub(crate) struct Admitted {
     pub(crate) claims: UserClaims,
     /// Allowed namespaces from the `ns` query.
     pub(crate) namespaces: Vec<Namespace>,
+    /// `since`/`epoch` from the query: resume every channel named at connect.
+    pub(crate) resume: Option<Cursor>,
     /// Error frames for what was refused, sent after `welcome`.
     pub(crate) notices: Vec<ServerFrame>,
 }
@@ -156,20 +158,26 @@ fn admit(
             "none of the requested namespaces is allowed".into(),
         ));
     }
-    for key in ["since", "epoch"] {
-        if query.contains_key(key) {
-            // Resume from a cursor arrives with replay; until then say so rather than pretend.
+    let resume = match query.get("since").map(|since| since.parse::<u64>()) {
+        None => None,
+        Some(Ok(since)) => Some(Cursor {
+            since,
+            epoch: query.get("epoch").cloned(),
+        }),
+        Some(Err(_)) => {
             notices.push(ServerFrame::Error {
                 code: ErrorCode::ValidationFailed,
-                message: format!("`{key}` is not supported by this edge yet; delivery starts live"),
+                message: "`since` must be a seq (an unsigned integer); delivery starts live".into(),
                 r#ref: None,
             });
+            None
         }
-    }
+    };
     Ok(Admitted {
         user,
         claims,
         namespaces,
+        resume,
         notices,
     })
 }

@@ -1,9 +1,20 @@
 //! Node-wide NATS interest: one core subscription per channel that has at
 //! least one local socket, shared by all of them, dropped with the last.
 //!
-//! Each live message is turned into its `event` frame once and the same
-//! bytes are queued on every member socket's outbox. Nothing here waits on
-//! a socket: a full outbox is the socket's problem (it is cut off).
+//! Each channel's forwarder task is the only writer of the channel's
+//! high-water seq (`hw`, the last seq handed to its sockets). It turns each
+//! live message into its `event` frame once and queues the same bytes on
+//! every member's outbox, and it keeps the channel whole:
+//! - a live message whose `Nats-Last-Sequence` (the previous seq on the same
+//!   subject) is above `hw` reveals a gap, filled from the stream first;
+//! - a reconcile pass (`multi_last` over every channel, after each join, each
+//!   NATS reconnect and on a timer) finds a lost *last* message, which no
+//!   later message would reveal.
+//!
+//! A member that resumes from a cursor is `replaying`: the forwarder buffers
+//! its live frames while the session replays `(since, hw]` from the stream,
+//! and `finish_replay` then queues the buffered frames above `hw`.
+//! Nothing here waits on a socket: a full outbox is the socket's problem.
 
 use std::{
     collections::HashMap,
@@ -11,65 +22,125 @@ use std::{
         Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
-use async_nats::{Subscriber, header::NATS_SEQUENCE};
+use async_nats::{
+    Subscriber,
+    header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE},
+};
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
-use herald_shared::{channel::Channel, frames::encode_event_frame, subject::live_subject};
-use tokio::{sync::OnceCell, task::AbortHandle};
+use herald_shared::{
+    channel::Channel,
+    frames::encode_event_frame,
+    subject::{live_subject, stored_subject},
+};
+use tokio::{
+    sync::{Notify, OnceCell, mpsc},
+    task::AbortHandle,
+};
 
-use crate::outbox::Outbox;
+use crate::{
+    outbox::Outbox,
+    stream_reader::{Range, ReadError, StreamReader},
+};
 
 /// Identifies one socket's membership in the hub.
 pub(crate) type MemberId = u64;
+
+/// Reconcile requests that arrive close together are served by one pass.
+const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(50);
+/// How soon a failed reconcile pass is tried again.
+const RECONCILE_RETRY: Duration = Duration::from_millis(500);
+/// How often a failed gap repair is retried before the message is delivered anyway.
+const REPAIR_ATTEMPTS: u32 = 5;
 
 /// The node's channels and their member sockets.
 #[derive(Debug)]
 pub(crate) struct Hub {
     nats: async_nats::Client,
+    reader: StreamReader,
     channels: Mutex<HashMap<Channel, Arc<Entry>>>,
     next_member: AtomicU64,
+    /// Wakes the reconcile task; also notified on every NATS (re)connect.
+    reconcile: Arc<Notify>,
+    stats: Arc<HubStats>,
+}
+
+/// Counters of the hub's repairs (exported as metrics later).
+#[derive(Debug, Default)]
+pub(crate) struct HubStats {
+    /// Gaps found (by `Nats-Last-Sequence` or by reconcile) and filled.
+    pub(crate) gaps_repaired: AtomicU64,
+    /// Messages delivered from the stream by those repairs.
+    pub(crate) messages_repaired: AtomicU64,
 }
 
 /// One channel with local sockets.
 #[derive(Debug)]
 struct Entry {
     channel: Channel,
-    /// Changed only under the hub's `channels` lock, so a join and the last
-    /// leave of the same channel cannot interleave.
-    members: Mutex<HashMap<MemberId, Outbox>>,
-    /// The task that reads the channel's subscription; set once the server
-    /// has the subscription, aborted (unsubscribing) when the entry drops.
-    forwarder: OnceCell<AbortOnDrop>,
+    /// `notify.…`: where the channel's history is read from.
+    stored_subject: String,
+    /// Members change only under the hub's `channels` lock as well, so a
+    /// join and the last leave of the same channel cannot interleave.
+    state: Mutex<EntryState>,
+    forwarder: OnceCell<Forwarder>,
+}
+
+#[derive(Debug, Default)]
+struct EntryState {
+    members: HashMap<MemberId, Member>,
+    /// The last seq handed to members (or, for the first member, the
+    /// channel's last seq when the subscription started).
+    hw: u64,
 }
 
 #[derive(Debug)]
-struct AbortOnDrop(AbortHandle);
+struct Member {
+    outbox: Outbox,
+    /// `Some` while the member replays: live frames wait here.
+    replay_buffer: Option<Vec<(u64, Utf8Bytes)>>,
+}
 
-impl Drop for AbortOnDrop {
+/// The running forwarder: asks for catch-ups, and unsubscribes when dropped.
+#[derive(Debug)]
+struct Forwarder {
+    catch_up: mpsc::UnboundedSender<u64>,
+    task: AbortHandle,
+}
+
+impl Drop for Forwarder {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
-/// Subscribing to NATS failed.
+/// Subscribing to NATS, or reading where the channel stands, failed.
 #[derive(Debug, thiserror::Error)]
-#[error("subscribing to {channel} failed: {source}")]
+#[error("joining {channel} failed: {reason}")]
 pub(crate) struct JoinError {
     channel: Channel,
-    source: async_nats::Error,
+    reason: String,
 }
 
 // === impl Hub ===
 
 impl Hub {
-    pub(crate) fn new(nats: async_nats::Client) -> Self {
+    pub(crate) fn new(nats: async_nats::Client, reconcile: Arc<Notify>) -> Self {
         Self {
+            reader: StreamReader::new(nats.clone()),
             nats,
             channels: Mutex::default(),
             next_member: AtomicU64::new(1),
+            reconcile,
+            stats: Arc::default(),
         }
+    }
+
+    pub(crate) fn reader(&self) -> &StreamReader {
+        &self.reader
     }
 
     /// A fresh member id for a new socket.
@@ -77,39 +148,77 @@ impl Hub {
         self.next_member.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Adds `member` to `channel`; returns once the node's NATS subscription
-    /// for the channel is known to the server, so nothing stored after this
-    /// returns can be missed live.
+    /// Adds `member` to `channel` and returns the channel's `hw`: live
+    /// delivery to this member starts above it. Returns once the server has
+    /// the node's subscription, so nothing stored later can be missed.
+    ///
+    /// With `replaying`, live frames are held until [`Hub::finish_replay`].
     pub(crate) async fn join(
         &self,
         channel: &Channel,
         member: MemberId,
         outbox: &Outbox,
-    ) -> Result<(), JoinError> {
+        replaying: bool,
+    ) -> Result<u64, JoinError> {
         let entry = {
             let mut channels = self.channels.lock().expect("hub lock");
             let entry = channels
                 .entry(channel.clone())
                 .or_insert_with(|| Arc::new(Entry::new(channel.clone())));
+            let joining = Member {
+                outbox: outbox.clone(),
+                replay_buffer: replaying.then(Vec::new),
+            };
             entry
-                .members
+                .state
                 .lock()
-                .expect("members lock")
-                .insert(member, outbox.clone());
+                .expect("entry lock")
+                .members
+                .insert(member, joining);
             entry.clone()
         };
-        let started = entry
+        if let Err(reason) = entry
             .forwarder
             .get_or_try_init(|| self.start_forwarder(&entry))
-            .await;
-        if let Err(source) = started {
+            .await
+        {
             self.leave(channel, member);
             return Err(JoinError {
                 channel: channel.clone(),
-                source,
+                reason,
             });
         }
-        Ok(())
+        // Every (re)subscribe is followed by a reconcile pass: in a cluster the
+        // subscription reaches the stream leader's server a little later.
+        self.reconcile.notify_one();
+        Ok(entry.state.lock().expect("entry lock").hw)
+    }
+
+    /// Ends `member`'s replay of `channel`: queues the live frames it missed
+    /// meanwhile that lie above `replayed_upto`, and delivers live from now on.
+    pub(crate) fn finish_replay(&self, channel: &Channel, member: MemberId, replayed_upto: u64) {
+        let channels = self.channels.lock().expect("hub lock");
+        let Some(entry) = channels.get(channel) else {
+            return;
+        };
+        let mut state = entry.state.lock().expect("entry lock");
+        let Some(member) = state.members.get_mut(&member) else {
+            return;
+        };
+        for (seq, frame) in member.replay_buffer.take().unwrap_or_default() {
+            if seq > replayed_upto {
+                member.outbox.push(frame);
+            }
+        }
+    }
+
+    /// The channel's `hw`, if this node holds it.
+    pub(crate) fn hw(&self, channel: &Channel) -> Option<u64> {
+        self.channels
+            .lock()
+            .expect("hub lock")
+            .get(channel)
+            .map(|entry| entry.hw())
     }
 
     /// Removes `member` from `channel`; the last one out drops the subscription.
@@ -118,23 +227,89 @@ impl Hub {
         let Some(entry) = channels.get(channel) else {
             return;
         };
-        let mut members = entry.members.lock().expect("members lock");
-        members.remove(&member);
-        if members.is_empty() {
-            drop(members);
+        let mut state = entry.state.lock().expect("entry lock");
+        state.members.remove(&member);
+        if state.members.is_empty() {
+            drop(state);
             channels.remove(channel);
         }
     }
 
-    async fn start_forwarder(&self, entry: &Arc<Entry>) -> Result<AbortOnDrop, async_nats::Error> {
+    /// Runs reconcile passes: on request (debounced) and every `interval`.
+    pub(crate) async fn reconcile_forever(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::select! {
+                () = self.reconcile.notified() => tokio::time::sleep(RECONCILE_DEBOUNCE).await,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(err) = self.reconcile_once().await {
+                // Right after a NATS restart JetStream may not answer yet: try again soon.
+                tracing::warn!(error = %err, "Reconcile pass failed; retrying.");
+                tokio::time::sleep(RECONCILE_RETRY).await;
+                self.reconcile.notify_one();
+            }
+        }
+    }
+
+    /// One `multi_last` over every channel with a running forwarder; a channel
+    /// whose last stored seq is above its `hw` gets a catch-up.
+    async fn reconcile_once(&self) -> Result<(), ReadError> {
+        let entries: Vec<Arc<Entry>> = {
+            let channels = self.channels.lock().expect("hub lock");
+            channels
+                .values()
+                .filter(|e| e.forwarder.initialized())
+                .cloned()
+                .collect()
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let subjects: Vec<String> = entries.iter().map(|e| e.stored_subject.clone()).collect();
+        let lasts = self.reader.last_seqs(&subjects).await?;
+        for entry in entries {
+            let Some(&last) = lasts.get(&entry.stored_subject) else {
+                continue;
+            };
+            if last > entry.hw()
+                && let Some(forwarder) = entry.forwarder.get()
+            {
+                let _ = forwarder.catch_up.send(last);
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_forwarder(&self, entry: &Arc<Entry>) -> Result<Forwarder, String> {
         let subscriber = self
             .nats
             .subscribe(String::from(live_subject(&entry.channel)))
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         // A PING/PONG round trip: the server has processed our SUB.
-        self.nats.flush().await?;
-        let task = tokio::spawn(forward(subscriber, Arc::downgrade(entry)));
-        Ok(AbortOnDrop(task.abort_handle()))
+        self.nats.flush().await.map_err(|e| e.to_string())?;
+        // Anything stored from now on reaches us live; start above what is stored already.
+        let lasts = self
+            .reader
+            .last_seqs(std::slice::from_ref(&entry.stored_subject))
+            .await
+            .map_err(|e| e.to_string())?;
+        entry.state.lock().expect("entry lock").hw =
+            lasts.get(&entry.stored_subject).copied().unwrap_or(0);
+
+        let (catch_up, requests) = mpsc::unbounded_channel();
+        let forwarding = Forwarding {
+            entry: Arc::downgrade(entry),
+            channel: entry.channel.clone(),
+            stored_subject: entry.stored_subject.clone(),
+            reader: self.reader.clone(),
+            stats: self.stats.clone(),
+        };
+        let task = tokio::spawn(forwarding.run(subscriber, requests));
+        Ok(Forwarder {
+            catch_up,
+            task: task.abort_handle(),
+        })
     }
 }
 
@@ -143,36 +318,116 @@ impl Hub {
 impl Entry {
     fn new(channel: Channel) -> Self {
         Self {
+            stored_subject: stored_subject(&channel).into(),
             channel,
-            members: Mutex::default(),
+            state: Mutex::default(),
             forwarder: OnceCell::new(),
+        }
+    }
+
+    fn hw(&self) -> u64 {
+        self.state.lock().expect("entry lock").hw
+    }
+
+    /// Hands one notification to every member, unless it is at or below `hw`.
+    fn deliver(&self, seq: u64, payload: &[u8]) {
+        let Some(frame) = encode_event_frame(&self.channel, seq, payload) else {
+            tracing::warn!(channel = %self.channel, seq, "Stored notification is not a JSON object; skipped.");
+            return;
+        };
+        let frame = Utf8Bytes::from(frame);
+        let mut state = self.state.lock().expect("entry lock");
+        if seq <= state.hw {
+            return;
+        }
+        state.hw = seq;
+        for member in state.members.values_mut() {
+            match &mut member.replay_buffer {
+                Some(buffer) => buffer.push((seq, frame.clone())),
+                None => {
+                    member.outbox.push(frame.clone());
+                }
+            }
         }
     }
 }
 
-/// Reads a channel's live messages and fans each out as one shared frame.
-///
-/// Holds the entry weakly: when the last member leaves, the entry drops,
-/// this task is aborted, and dropping the subscriber unsubscribes.
-async fn forward(mut subscriber: Subscriber, entry: Weak<Entry>) {
-    while let Some(message) = subscriber.next().await {
-        let Some(entry) = entry.upgrade() else { return };
-        let seq = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get_last(NATS_SEQUENCE))
-            .and_then(|value| value.as_str().parse::<u64>().ok());
-        let Some(seq) = seq else {
-            tracing::warn!(subject = %message.subject, "Live message without Nats-Sequence; dropped.");
-            continue;
-        };
-        let Some(frame) = encode_event_frame(&entry.channel, seq, &message.payload) else {
-            tracing::warn!(subject = %message.subject, seq, "Stored notification is not a JSON object; dropped.");
-            continue;
-        };
-        let frame = Utf8Bytes::from(frame);
-        for outbox in entry.members.lock().expect("members lock").values() {
-            outbox.push(frame.clone());
+/// What a channel's forwarder task owns.
+struct Forwarding {
+    /// Weak: when the last member leaves, the entry drops and aborts this task.
+    entry: Weak<Entry>,
+    channel: Channel,
+    stored_subject: String,
+    reader: StreamReader,
+    stats: Arc<HubStats>,
+}
+
+impl Forwarding {
+    async fn run(self, mut subscriber: Subscriber, mut catch_ups: mpsc::UnboundedReceiver<u64>) {
+        loop {
+            tokio::select! {
+                message = subscriber.next() => {
+                    let Some(message) = message else { return };
+                    let Some(entry) = self.entry.upgrade() else { return };
+                    let header = |name| {
+                        message.headers.as_ref()?.get_last(name)?.as_str().parse::<u64>().ok()
+                    };
+                    let Some(seq) = header(NATS_SEQUENCE) else {
+                        tracing::warn!(channel = %self.channel, "Live message without Nats-Sequence; skipped.");
+                        continue;
+                    };
+                    // The previous seq stored on this subject: above hw means we missed some.
+                    let previous = header(NATS_LAST_SEQUENCE).unwrap_or(0);
+                    let hw = entry.hw();
+                    if seq <= hw {
+                        continue;
+                    }
+                    if previous > hw {
+                        self.repair(&entry, hw, previous, "live").await;
+                    }
+                    entry.deliver(seq, &message.payload);
+                }
+                Some(upto) = catch_ups.recv() => {
+                    let Some(entry) = self.entry.upgrade() else { return };
+                    let hw = entry.hw();
+                    if upto > hw {
+                        self.repair(&entry, hw, upto, "reconcile").await;
+                    }
+                }
+            }
         }
+    }
+
+    /// Delivers the channel's stored messages in `(after, upto]`, retrying a
+    /// failed read a few times; after that the gap is logged as a loss.
+    async fn repair(&self, entry: &Entry, after: u64, upto: u64, found_by: &'static str) {
+        let mut n_delivered = 0u64;
+        let mut attempt = 0;
+        let mut range = Range::new(self.stored_subject.clone(), after, upto);
+        loop {
+            match range.next_page(&self.reader).await {
+                Ok(Some(page)) => {
+                    for message in page {
+                        entry.deliver(message.seq, &message.payload);
+                        n_delivered += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) if attempt + 1 < REPAIR_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(error = %err, attempt, "Gap repair read failed; retrying.");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(err) => {
+                    tracing::error!(channel = %self.channel, after, upto, error = %err, "Gap repair failed; notifications lost.");
+                    return;
+                }
+            }
+        }
+        self.stats.gaps_repaired.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .messages_repaired
+            .fetch_add(n_delivered, Ordering::Relaxed);
+        tracing::info!(channel = %self.channel, after, upto, n_repaired = n_delivered, found_by, "Gap repaired.");
     }
 }

@@ -10,10 +10,12 @@ mod handshake;
 mod hub;
 mod ops;
 mod outbox;
+mod replay;
 mod session;
 mod state;
+mod stream_reader;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{Router, routing::get};
@@ -34,8 +36,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Every NATS (re)connect asks the hub for a reconcile pass: what was
+    // republished while the connection was down is lost to core NATS.
+    let reconcile = Arc::new(tokio::sync::Notify::new());
+    let client_name = format!("herald-edge {}", config.node_id);
     let nats =
-        herald_shared::nats::connect(&config.nats_url, &format!("herald-edge {}", config.node_id))
+        herald_shared::nats::connect(&config.nats_url, &client_name, Some(reconcile.clone()))
             .await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     let stream = wait_for_stream(&jetstream).await?;
@@ -49,7 +55,9 @@ pub async fn run(
     tracing::info!(node = %config.node_id, %epoch, "Notification stream found.");
 
     let drain_timeout = config.drain_timeout;
-    let state = AppState::new(config, nats.clone(), stream, epoch);
+    let reconcile_interval = config.reconcile_interval;
+    let state = AppState::new(config, nats.clone(), epoch, reconcile);
+    let reconciling = tokio::spawn(state.hub.clone().reconcile_forever(reconcile_interval));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Edge listening.");
 
@@ -87,6 +95,7 @@ pub async fn run(
             "Drain timed out; closing anyway."
         );
     }
+    reconciling.abort();
     let _ = nats.drain().await;
     tracing::info!("Edge stopped.");
     Ok(())

@@ -11,7 +11,7 @@ use std::sync::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// The sending half; cheap to clone.
@@ -34,6 +34,8 @@ struct Shared {
     max_bytes: usize,
     /// Cancelled on the first refused push.
     overflowed: CancellationToken,
+    /// Notified when written frames free room.
+    room: Notify,
 }
 
 /// A queue that holds at most `max_bytes` of frames.
@@ -43,6 +45,7 @@ pub(crate) fn outbox(max_bytes: usize) -> (Outbox, OutboxReceiver) {
         queued_bytes: AtomicUsize::new(0),
         max_bytes,
         overflowed: CancellationToken::new(),
+        room: Notify::new(),
     });
     (
         Outbox {
@@ -71,6 +74,29 @@ impl Outbox {
         }
         self.tx.send(frame).is_ok()
     }
+
+    /// Queues `frame` once the queue is at most half full, waiting for the
+    /// socket to drain it; for replay, which must not overflow a socket that
+    /// reads fine, and must leave room for live frames. `false` when the
+    /// socket overflowed or is gone.
+    pub(crate) async fn push_when_room(&self, frame: Utf8Bytes) -> bool {
+        let shared = &self.shared;
+        loop {
+            let room = shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if shared.overflowed.is_cancelled() || self.tx.is_closed() {
+                return false;
+            }
+            if shared.queued_bytes.load(Ordering::Acquire) + frame.len() <= shared.max_bytes / 2 {
+                return self.push(frame);
+            }
+            tokio::select! {
+                () = room => {}
+                () = shared.overflowed.cancelled() => return false,
+            }
+        }
+    }
 }
 
 // === impl OutboxReceiver ===
@@ -91,6 +117,7 @@ impl OutboxReceiver {
         self.shared
             .queued_bytes
             .fetch_sub(n_bytes, Ordering::AcqRel);
+        self.shared.room.notify_waiters();
     }
 
     /// Completes once a push has been refused.
@@ -116,6 +143,21 @@ mod tests {
         rx.release(first.len());
         assert!(tx.push(frame(4)), "released room is usable again");
         assert!(!rx.overflowed().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn replay_waits_for_half_the_room() {
+        let (tx, mut rx) = outbox(10);
+        assert!(tx.push(frame(6)));
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.push_when_room(frame(4)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "6 + 4 bytes is over half of 10");
+        let first = rx.recv().await.unwrap();
+        rx.release(first.len());
+        assert!(waiting.await.unwrap());
     }
 
     #[tokio::test]

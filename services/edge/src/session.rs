@@ -18,15 +18,16 @@ use herald_shared::{
     frames::{ClientFrame, ServerFrame, parse_client_frame},
     ids::{Namespace, UserId},
     jwt::{TokenError, UserClaims},
-    subject::stored_subject,
 };
-use tokio::time::Instant;
+use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
     handshake::Admitted,
     hub::MemberId,
     outbox::{Outbox, OutboxReceiver, outbox},
+    replay::{Cursor, Replay},
     state::AppState,
 };
 
@@ -40,6 +41,8 @@ const CLOSE_SERVICE_RESTART: u16 = 1012;
 const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code for "internal error".
 const CLOSE_INTERNAL: u16 = 1011;
+/// Close code for "try again later".
+const CLOSE_TRY_AGAIN: u16 = 1013;
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -51,6 +54,10 @@ struct Session {
     user_channel: Channel,
     namespaces: Vec<Namespace>,
     outbox: Outbox,
+    /// Running replays; aborted when the session ends.
+    replays: JoinSet<()>,
+    /// Cancelled by a replay that could not read the stream.
+    replay_failed: CancellationToken,
 }
 
 /// Why a session ends.
@@ -78,11 +85,18 @@ pub(crate) async fn run(socket: WebSocket, state: AppState, admitted: Admitted) 
             claims: admitted.claims,
             namespaces: Vec::new(),
             outbox,
+            replays: JoinSet::new(),
+            replay_failed: CancellationToken::new(),
             state,
         };
         let (sink, stream) = socket.split();
         let end = session
-            .start(session_id, admitted.namespaces, admitted.notices)
+            .start(
+                session_id,
+                admitted.namespaces,
+                admitted.resume,
+                admitted.notices,
+            )
             .await;
         let end = match end {
             Ok(()) => session.serve(sink, stream, receiver).await,
@@ -104,6 +118,7 @@ impl Session {
         &mut self,
         session_id: uuid::Uuid,
         namespaces: Vec<Namespace>,
+        resume: Option<Cursor>,
         notices: Vec<ServerFrame>,
     ) -> Result<(), End> {
         let mut channels = vec![self.user_channel.clone()];
@@ -117,19 +132,26 @@ impl Session {
             channels: channels.clone(),
             token_exp: self.claims.exp,
         });
-        for channel in &channels {
-            if let Err(err) = self
+        for channel in channels {
+            let joined = self
                 .state
                 .hub
-                .join(channel, self.member, &self.outbox)
-                .await
-            {
-                tracing::warn!(error = %err, "Joining a channel failed.");
-                return Err(End::Close {
-                    code: CLOSE_INTERNAL,
-                    reason: "nats unavailable",
-                    last: None,
-                });
+                .join(&channel, self.member, &self.outbox, resume.is_some())
+                .await;
+            match joined {
+                Ok(hw) => {
+                    if let Some(cursor) = &resume {
+                        self.replay(channel, cursor.clone(), hw);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "Joining a channel failed.");
+                    return Err(End::Close {
+                        code: CLOSE_TRY_AGAIN,
+                        reason: "nats unavailable",
+                        last: None,
+                    });
+                }
             }
         }
         self.namespaces = namespaces;
@@ -147,6 +169,7 @@ impl Session {
     ) -> bool {
         let draining = self.state.draining.clone();
         let overflowed = receiver.overflowed().clone();
+        let replay_failed = self.replay_failed.clone();
         let mut exp = self.claims.exp;
         let expiry = sleep_until_unix(exp);
         tokio::pin!(expiry);
@@ -160,6 +183,15 @@ impl Session {
                 biased;
                 () = draining.cancelled() => break drained(),
                 () = overflowed.cancelled() => break slow_consumer(),
+                () = replay_failed.cancelled() => break End::Close {
+                    code: CLOSE_TRY_AGAIN,
+                    reason: "replay failed",
+                    last: Some(ServerFrame::Error {
+                        code: ErrorCode::NatsUnavailable,
+                        message: "the history could not be read; reconnect with the same cursor".into(),
+                        r#ref: None,
+                    }),
+                },
                 () = &mut expiry => break token_expired(),
                 Some(frame) = receiver.recv() => {
                     // A stuck write must not hide an overflow or a drain.
@@ -204,10 +236,8 @@ impl Session {
                 since,
                 epoch,
             } => {
-                if since.is_some() || epoch.is_some() {
-                    tracing::debug!("Resume cursors are not supported yet; subscribing live.");
-                }
-                self.subscribe(r#ref, namespace).await;
+                let resume = since.map(|since| Cursor { since, epoch });
+                self.subscribe(r#ref, namespace, resume).await;
             }
             ClientFrame::Unsubscribe { r#ref, namespace } => {
                 let channel = Channel::namespace(namespace.clone());
@@ -248,7 +278,12 @@ impl Session {
         None
     }
 
-    async fn subscribe(&mut self, r#ref: Option<String>, namespace: Namespace) {
+    async fn subscribe(
+        &mut self,
+        r#ref: Option<String>,
+        namespace: Namespace,
+        resume: Option<Cursor>,
+    ) {
         let channel = Channel::namespace(namespace.clone());
         let refuse = |code, message: String| ServerFrame::Error {
             code,
@@ -261,55 +296,59 @@ impl Session {
                 format!("the token does not allow `{namespace}`"),
             ));
         }
+        if self.namespaces.contains(&namespace) {
+            // Already joined: live delivery covers it; a cursor here would replay twice.
+            let seq = self.state.hub.hw(&channel).unwrap_or(0);
+            return self.send(ServerFrame::Subscribed {
+                r#ref,
+                channel,
+                seq,
+            });
+        }
         let max = self.state.config.max_namespaces_per_socket;
-        if !self.namespaces.contains(&namespace) {
-            if self.namespaces.len() >= max {
-                return self.send(refuse(
-                    ErrorCode::TooManySubscriptions,
-                    format!("at most {max} namespaces per socket"),
-                ));
-            }
-            if let Err(err) = self
-                .state
-                .hub
-                .join(&channel, self.member, &self.outbox)
-                .await
-            {
+        if self.namespaces.len() >= max {
+            let message = format!("at most {max} namespaces per socket");
+            return self.send(refuse(ErrorCode::TooManySubscriptions, message));
+        }
+        let joined = self
+            .state
+            .hub
+            .join(&channel, self.member, &self.outbox, resume.is_some())
+            .await;
+        let hw = match joined {
+            Ok(hw) => hw,
+            Err(err) => {
                 tracing::warn!(error = %err, "Joining a channel failed.");
                 return self.send(refuse(
                     ErrorCode::NatsUnavailable,
                     "subscribing failed; retry".into(),
                 ));
             }
-            self.namespaces.push(namespace);
-        }
-        let seq = self.latest_seq(&channel).await;
+        };
+        self.namespaces.push(namespace);
+        // `subscribed` first: the replayed events (seq <= its `seq`) follow it.
         self.send(ServerFrame::Subscribed {
             r#ref,
-            channel,
-            seq,
+            channel: channel.clone(),
+            seq: hw,
         });
+        if let Some(cursor) = resume {
+            self.replay(channel, cursor, hw);
+        }
     }
 
-    /// The channel's latest stored seq, 0 when it has none (or on a read error).
-    async fn latest_seq(&self, channel: &Channel) -> u64 {
-        match self
-            .state
-            .stream
-            .direct_get_last_for_subject(String::from(stored_subject(channel)))
-            .await
-        {
-            Ok(message) => message.sequence,
-            Err(err) => {
-                if !matches!(
-                    err.kind(),
-                    async_nats::jetstream::stream::DirectGetErrorKind::NotFound
-                ) {
-                    tracing::warn!(error = %err, "Reading the channel's latest seq failed.");
-                }
-                0
-            }
-        }
+    /// Replays `channel` from `cursor` up to `upto` alongside the session's writes.
+    fn replay(&mut self, channel: Channel, cursor: Cursor, upto: u64) {
+        let replay = Replay {
+            state: self.state.clone(),
+            channel,
+            member: self.member,
+            outbox: self.outbox.clone(),
+            cursor,
+            upto,
+            failed: self.replay_failed.clone(),
+        };
+        self.replays.spawn(replay.run().in_current_span());
     }
 
     /// After a token refresh: leave namespaces the new token no longer allows.

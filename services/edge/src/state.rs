@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::stream::Stream;
+use tokio::sync::Notify;
+
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{config::Config, hub::Hub};
@@ -12,8 +13,6 @@ use crate::{config::Config, hub::Hub};
 pub(crate) struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) nats: async_nats::Client,
-    /// The notification stream, for reads only: the edge never writes to JetStream.
-    pub(crate) stream: Stream,
     /// The notification stream's epoch, sent in `welcome`.
     pub(crate) epoch: Arc<str>,
     pub(crate) hub: Arc<Hub>,
@@ -27,14 +26,13 @@ impl AppState {
     pub(crate) fn new(
         config: Config,
         nats: async_nats::Client,
-        stream: Stream,
         epoch: String,
+        reconcile: Arc<Notify>,
     ) -> Self {
         Self {
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(nats.clone())),
+            hub: Arc::new(Hub::new(nats.clone(), reconcile)),
             nats,
-            stream,
             epoch: epoch.into(),
             sessions: TaskTracker::new(),
             draining: CancellationToken::new(),

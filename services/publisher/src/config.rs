@@ -7,7 +7,7 @@ use herald_shared::{
     jwt::{Expectations, KeySet},
 };
 
-use crate::streams::StreamLimits;
+use crate::streams::{IngestLimits, StreamLimits};
 
 /// herald-publisher: validates domain events and stores one notification per
 /// recipient channel in NATS JetStream.
@@ -36,6 +36,17 @@ pub struct Args {
     /// How many JetStream acks one request may wait for at once.
     #[arg(long, env = "HERALD_PUBLISH_WINDOW", default_value_t = 256)]
     pub publish_window: usize,
+    /// How long a domain message taken from NATS may go unacknowledged before
+    /// JetStream hands it to another replica; must be under the dedup window.
+    #[arg(long, env = "HERALD_INGEST_ACK_WAIT_MS", default_value_t = 30_000)]
+    pub ingest_ack_wait_ms: u64,
+    /// Deliveries of a domain message that cannot be stored (NATS trouble)
+    /// before it is dead-lettered with NATS_UNAVAILABLE.
+    #[arg(long, env = "HERALD_INGEST_MAX_ATTEMPTS", default_value_t = 10)]
+    pub ingest_max_attempts: u32,
+    /// Do not consume domain events from NATS (`domain.>`); HTTP ingest only.
+    #[arg(long, env = "HERALD_NO_INGEST")]
+    pub no_ingest: bool,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -51,6 +62,9 @@ pub struct Config {
     pub stream: StreamLimits,
     /// Acks in flight per request; at least 1.
     pub publish_window: usize,
+    /// NATS ingest of domain events; `None` with `--no-ingest` (the domain
+    /// streams and consumer are then left as they are).
+    pub ingest: Option<IngestLimits>,
 }
 
 impl TryFrom<Args> for Config {
@@ -71,6 +85,21 @@ impl TryFrom<Args> for Config {
                 reason: "must be at least 100".into(),
             });
         }
+        let ingest_ack_wait = Duration::from_millis(args.ingest_ack_wait_ms);
+        if ingest_ack_wait < Duration::from_millis(100) || ingest_ack_wait >= dedup_window {
+            // A message redelivered after the dedup window would store its
+            // notifications again.
+            return Err(ConfigError::Invalid {
+                flag: "--ingest-ack-wait-ms",
+                reason: "must be at least 100 and less than --dedup-window-ms".into(),
+            });
+        }
+        if args.ingest_max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "--ingest-max-attempts",
+                reason: "must be at least 1".into(),
+            });
+        }
         Ok(Self {
             listen: args.listen,
             nats_url: args.nats.nats_url,
@@ -85,6 +114,41 @@ impl TryFrom<Args> for Config {
                 dedup_window,
             },
             publish_window: args.publish_window.max(1),
+            ingest: (!args.no_ingest).then_some(IngestLimits {
+                ack_wait: ingest_ack_wait,
+                max_attempts: args.ingest_max_attempts,
+            }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+        let args = ["herald-publisher", "--jwt-secret", "s3cret"]
+            .iter()
+            .chain(flags)
+            .copied();
+        Config::try_from(Args::try_parse_from(args).unwrap())
+    }
+
+    #[test]
+    fn nats_ingest_is_on_by_default_and_can_be_switched_off() {
+        let ingest = config(&[]).unwrap().ingest.unwrap();
+        assert_eq!(ingest.ack_wait, Duration::from_secs(30));
+        assert_eq!(ingest.max_attempts, 10);
+        assert!(config(&["--no-ingest"]).unwrap().ingest.is_none());
+    }
+
+    #[test]
+    fn the_ack_wait_must_stay_under_the_dedup_window() {
+        // Otherwise a redelivered message could be stored twice.
+        let err = config(&["--ingest-ack-wait-ms", "120000"]).unwrap_err();
+        assert!(err.to_string().contains("--ingest-ack-wait-ms"), "{err}");
+        assert!(config(&["--ingest-max-attempts", "0"]).is_err());
     }
 }

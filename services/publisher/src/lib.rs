@@ -1,12 +1,15 @@
 //! herald-publisher: validates domain events and stores one notification per
 //! recipient channel in the JetStream notification stream.
 //!
-//! `run` serves `POST /v1/events` until its shutdown future completes, then
-//! finishes in-flight requests and drains its NATS connection.
+//! `run` serves `POST /v1/events` and consumes domain events from NATS
+//! (`domain.>`) until its shutdown future completes; then it stops taking
+//! work, finishes in-flight requests and the domain message in hand, and
+//! drains its NATS connection.
 
 pub mod config;
 mod error;
 mod http_ingest;
+mod nats_ingest;
 mod ops;
 mod publish;
 mod state;
@@ -19,13 +22,15 @@ use axum::{
     Router,
     routing::{get, post},
 };
+use herald_shared::stream::{DOMAIN_CONSUMER, DOMAIN_STREAM};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use crate::config::{Args, Config};
-use crate::state::AppState;
+use crate::{nats_ingest::Ingest, state::AppState};
 
-/// Connects to NATS, ensures the streams, and serves HTTP on `listener`
-/// until `shutdown` completes.
+/// Connects to NATS, ensures the streams, serves HTTP on `listener` and
+/// consumes domain events (unless disabled) until `shutdown` completes.
 ///
 /// # Errors
 /// NATS cannot be reached at start-up, or the streams cannot be created.
@@ -34,24 +39,68 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let nats = herald_shared::nats::connect(&config.nats_url, "herald-publisher").await?;
+    let nats = herald_shared::nats::connect(&config.nats_url, "herald-publisher", None).await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     let epoch = streams::ensure_notify_stream(&jetstream, &config.stream)
         .await
         .context("ensuring the notification stream")?;
     tracing::info!(%epoch, "Notification stream ready.");
 
+    // Fires on `shutdown`, or when the HTTP server fails: both stop together.
+    let stop = CancellationToken::new();
+    let ingest = match &config.ingest {
+        Some(limits) => {
+            let consumer = streams::ensure_domain_streams(&jetstream, limits)
+                .await
+                .context("ensuring the domain and dead-letter streams")?;
+            tracing::info!(
+                stream = DOMAIN_STREAM,
+                consumer = DOMAIN_CONSUMER,
+                "Consuming domain events."
+            );
+            let ingest = Ingest {
+                jetstream: jetstream.clone(),
+                limits: limits.clone(),
+                publish_window: config.publish_window,
+            };
+            Some(ingest.spawn(consumer, stop.clone()))
+        }
+        None => None,
+    };
+
     let state = AppState::new(config, nats.clone(), jetstream);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Publisher listening.");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let http = async {
+        let served = axum::serve(listener, router(state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+        stop.cancel();
+        served
+    };
+    let signal = async {
+        tokio::select! {
+            () = shutdown => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
+    };
+    let ingest = async {
+        let Some(task) = ingest else { return Ok(()) };
+        let ended = task.await;
+        // It ends on `stop`, or if it panicked: then stop serving too, rather
+        // than live on with nobody consuming domain events.
+        stop.cancel();
+        ended
+    };
+    let (served, (), ingested) = tokio::join!(http, signal, ingest);
 
-    // Every accepted request has had its acks by now; flush what is buffered.
+    // Every accepted request and the last domain message have had their acks
+    // by now; flush what is buffered.
     if let Err(err) = nats.drain().await {
         tracing::warn!(error = %err, "Draining the NATS connection failed.");
     }
+    served.context("serving HTTP")?;
+    ingested.context("consuming domain events")?;
     tracing::info!("Publisher stopped.");
     Ok(())
 }

@@ -2,7 +2,10 @@
 
 use async_nats::connection::State;
 use axum::{extract::State as AxumState, http::StatusCode};
-use herald_shared::{error_code::ErrorCode, stream::NOTIFY_STREAM};
+use herald_shared::{
+    error_code::ErrorCode,
+    stream::{DOMAIN_STREAM, NOTIFY_STREAM},
+};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -11,7 +14,8 @@ pub(crate) async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
-/// NATS is connected and the notification stream answers.
+/// NATS is connected and the notification stream answers, and so does the
+/// domain stream when NATS ingest is on.
 pub(crate) async fn readyz(AxumState(state): AxumState<AppState>) -> Result<StatusCode, ApiError> {
     if state.nats.connection_state() != State::Connected {
         return Err(ApiError::new(
@@ -19,15 +23,17 @@ pub(crate) async fn readyz(AxumState(state): AxumState<AppState>) -> Result<Stat
             "not connected to NATS",
         ));
     }
-    state
-        .jetstream
-        .get_stream(NOTIFY_STREAM)
-        .await
-        .map_err(|err| {
+    let mut streams = vec![NOTIFY_STREAM];
+    if state.config.ingest.is_some() {
+        streams.push(DOMAIN_STREAM);
+    }
+    for stream in streams {
+        state.jetstream.get_stream(stream).await.map_err(|err| {
             ApiError::new(
                 ErrorCode::NatsUnavailable,
-                format!("stream unavailable: {err}"),
+                format!("stream {stream} unavailable: {err}"),
             )
         })?;
+    }
     Ok(StatusCode::OK)
 }

@@ -1,18 +1,28 @@
-//! The notification stream's definition, created or updated at start-up.
+//! The definitions of the publisher's streams and of its domain consumer,
+//! created or updated at start-up.
 //!
-//! Retention is by age and total bytes only. A per-subject message limit
-//! would cut one channel's history while the stream's first sequence stays
-//! put, so a resuming client could not tell that it missed anything.
+//! Retention of the notification stream is by age and total bytes only. A
+//! per-subject message limit would cut one channel's history while the
+//! stream's first sequence stays put, so a resuming client could not tell
+//! that it missed anything.
+//!
+//! The domain stream is a work queue: a message is removed once the publisher
+//! acks it. Its one durable consumer is shared by every replica and hands out
+//! one message at a time, which is what keeps domain events in order.
 
 use std::{collections::HashMap, time::Duration};
 
 use async_nats::jetstream::{
     self,
+    consumer::{self, AckPolicy, DeliverPolicy, PullConsumer},
     stream::{Config, DiscardPolicy, Republish, RetentionPolicy, StorageType},
 };
 use herald_shared::{
-    stream::{EPOCH_METADATA_KEY, NOTIFY_STREAM},
-    subject::{LIVE_SUBJECTS, NOTIFY_SUBJECTS},
+    envelope::MAX_ENVELOPE_BYTES,
+    stream::{
+        DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, EPOCH_METADATA_KEY, NOTIFY_STREAM,
+    },
+    subject::{DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS},
 };
 
 /// Operator-tunable limits of the notification stream.
@@ -24,6 +34,129 @@ pub struct StreamLimits {
     pub max_bytes: i64,
     /// A repeated `Nats-Msg-Id` within this window is not stored again.
     pub dedup_window: Duration,
+}
+
+/// How the publisher consumes domain events from NATS (`--ingest-*` flags).
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// How long a delivered domain message may go unacknowledged before
+    /// JetStream hands it out again (the publisher that had it is presumed dead).
+    pub ack_wait: Duration,
+    /// Deliveries of a message that keeps failing to be stored (NATS trouble)
+    /// before it is dead-lettered with `NATS_UNAVAILABLE`; at least 1.
+    pub max_attempts: u32,
+}
+
+/// Unprocessed domain events older than this are dropped.
+const DOMAIN_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Dead letters older than this are dropped.
+const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Room for headers (`Nats-Msg-Id`, `traceparent`) above the envelope limit.
+const DOMAIN_HEADER_ALLOWANCE: usize = 4 * 1024;
+
+/// Why the domain stream, the dead-letter stream or the domain consumer could
+/// not be ensured.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error("ensuring stream {stream}: {source}")]
+    Stream {
+        stream: &'static str,
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("ensuring consumer {DOMAIN_CONSUMER} on {DOMAIN_STREAM}: {0}")]
+    Consumer(#[source] jetstream::stream::ConsumerError),
+}
+
+/// Creates or updates the domain stream, the dead-letter stream and the
+/// domain consumer, and returns the consumer. Idempotent, and safe to run
+/// from several replicas at once: creating a stream or a consumer that
+/// exists with the same configuration succeeds, and the consumer is created
+/// with JetStream's create-or-update action under one durable name, so
+/// replicas never add a second (overlapping) consumer to the work queue.
+///
+/// # Errors
+/// JetStream is unreachable or refuses a configuration (e.g. another
+/// consumer without a filter already takes the work queue).
+pub async fn ensure_domain_streams(
+    jetstream: &jetstream::Context,
+    limits: &IngestLimits,
+) -> Result<PullConsumer, EnsureError> {
+    jetstream
+        .create_or_update_stream(dead_letter_config())
+        .await
+        .map_err(|source| EnsureError::Stream {
+            stream: DEAD_LETTER_STREAM,
+            source,
+        })?;
+    jetstream
+        .create_or_update_stream(domain_config())
+        .await
+        .map_err(|source| EnsureError::Stream {
+            stream: DOMAIN_STREAM,
+            source,
+        })?;
+    jetstream
+        .create_consumer_on_stream(domain_consumer_config(limits), DOMAIN_STREAM)
+        .await
+        .map_err(EnsureError::Consumer)
+}
+
+fn domain_config() -> Config {
+    Config {
+        name: DOMAIN_STREAM.into(),
+        description: Some("Domain events for Herald's publishers; removed once processed".into()),
+        subjects: vec![DOMAIN_SUBJECTS.into()],
+        storage: StorageType::File,
+        retention: RetentionPolicy::WorkQueue,
+        discard: DiscardPolicy::Old,
+        max_age: DOMAIN_MAX_AGE,
+        max_bytes: -1,
+        max_messages: -1,
+        max_messages_per_subject: -1,
+        // An oversized event is refused to its publisher at once, like a 413
+        // over HTTP, instead of being dead-lettered later.
+        max_message_size: i32::try_from(MAX_ENVELOPE_BYTES + DOMAIN_HEADER_ALLOWANCE)
+            .unwrap_or(i32::MAX),
+        ..Default::default()
+    }
+}
+
+fn dead_letter_config() -> Config {
+    Config {
+        name: DEAD_LETTER_STREAM.into(),
+        description: Some("Domain messages Herald refused, with the reason and the payload".into()),
+        subjects: vec![DEAD_LETTER_SUBJECTS.into()],
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        max_age: DEAD_LETTER_MAX_AGE,
+        max_bytes: -1,
+        max_messages: -1,
+        max_messages_per_subject: -1,
+        ..Default::default()
+    }
+}
+
+fn domain_consumer_config(limits: &IngestLimits) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(DOMAIN_CONSUMER.into()),
+        description: Some(
+            "Herald publishers (all replicas): domain events to notifications".into(),
+        ),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: limits.ack_wait,
+        // The publisher decides when to give up (`max_attempts`) and dead-letters
+        // the message first; JetStream giving up would drop it silently.
+        max_deliver: -1,
+        // One message out at a time across all replicas: the next is handed out
+        // only once this one is acked or terminated, and a nak'd one comes back
+        // before anything after it. That is what keeps domain events in stream
+        // order (an `updated` is never stored after the `deleted` that followed it).
+        max_ack_pending: 1,
+        ..Default::default()
+    }
 }
 
 /// Creates the notification stream, or brings an existing one to `limits`

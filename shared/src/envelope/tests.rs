@@ -98,6 +98,32 @@ fn missing_id_and_time_get_defaults() {
 }
 
 #[test]
+fn nats_ingest_supplies_its_own_defaults_and_only_when_absent() {
+    let stored_at = time::macros::datetime!(2026-11-26 09:59:58 UTC);
+    let defaults = |value: &serde_json::Value| {
+        parse_event_with_defaults(
+            &serde_json::to_vec(value).unwrap(),
+            || EventId::for_domain_message(7, stored_at),
+            || Timestamp(stored_at),
+        )
+        .unwrap()
+    };
+    let mut value = updated();
+    value.as_object_mut().unwrap().remove("id");
+    value.as_object_mut().unwrap().remove("time");
+    let event = defaults(&value);
+    assert_eq!(event.id, EventId::for_domain_message(7, stored_at));
+    assert_eq!(event.time, Timestamp(stored_at));
+
+    let given = defaults(&updated());
+    assert_eq!(given.id.as_str(), "cal-svc-7f3a");
+    assert_eq!(
+        serde_json::to_value(given.time).unwrap(),
+        "2026-11-26T10:00:00Z"
+    );
+}
+
+#[test]
 fn created_refuses_changes_and_rsvp_checks_the_response() {
     let mut value = updated();
     value["type"] = json!("calendar.event.created");

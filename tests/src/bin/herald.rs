@@ -82,14 +82,29 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Token { user, namespaces, ttl_secs, audience } => {
+        Command::Token {
+            user,
+            namespaces,
+            ttl_secs,
+            audience,
+        } => {
             let claims = json!({ "sub": user, "aud": audience, "iat": now(), "exp": now() + ttl_secs, "ns": namespaces });
             println!("{}", sign(&claims, &secret(cli.secret)?));
         }
         Command::ServiceToken { ttl_secs, audience } => {
-            println!("{}", service_token(&secret(cli.secret)?, ttl_secs, &audience));
+            println!(
+                "{}",
+                service_token(&secret(cli.secret)?, ttl_secs, &audience)
+            );
         }
-        Command::Publish { url, users, namespaces, kind, title, id } => {
+        Command::Publish {
+            url,
+            users,
+            namespaces,
+            kind,
+            title,
+            id,
+        } => {
             if users.is_empty() && namespaces.is_empty() {
                 bail!("name at least one recipient with --user or --ns");
             }
@@ -106,7 +121,9 @@ async fn main() -> anyhow::Result<()> {
             if let Some(ns) = ns {
                 url.push_str(&format!("&ns={ns}"));
             }
-            let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.context("connecting")?;
+            let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .context("connecting")?;
             while let Some(message) = socket.next().await {
                 match message? {
                     Message::Text(text) => println!("{text}"),
@@ -134,8 +151,12 @@ fn secret(given: Option<String>) -> anyhow::Result<String> {
         return Ok(secret);
     }
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.herald/dev-secret");
-    let secret = std::fs::read_to_string(&file)
-        .with_context(|| format!("no --secret, no HERALD_JWT_SECRET and no {}", file.display()))?;
+    let secret = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "no --secret, no HERALD_JWT_SECRET and no {}",
+            file.display()
+        )
+    })?;
     Ok(secret.trim().to_string())
 }
 
@@ -148,7 +169,10 @@ fn sample_event(
 ) -> anyhow::Result<serde_json::Value> {
     let hour = |h: i64| {
         let at = time::OffsetDateTime::now_utc() + time::Duration::hours(h);
-        at.replace_nanosecond(0).unwrap_or(at).format(&time::format_description::well_known::Rfc3339).unwrap()
+        at.replace_nanosecond(0)
+            .unwrap_or(at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
     };
     let data = match kind {
         "created" => json!({ "calendar_id": "cal_1", "event_id": "evt_1", "title": title,

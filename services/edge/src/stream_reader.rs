@@ -1,0 +1,198 @@
+//! Stateless reads of the notification stream through direct get (nats-server
+//! 2.11+): a channel's messages in a seq range (batch direct get, paged), the
+//! last seq of many channels at once (`multi_last`), and the first stored seq
+//! from a point (to tell a truncated history).
+//!
+//! async-nats 0.51 has no batch direct get, so these are small request helpers
+//! over core NATS: the request goes out with a fresh inbox as its reply
+//! subject and the replies are read until the end-of-batch marker (`204 EOB`).
+//! No consumer is created, so nothing is held on the server per client.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_nats::header::{NATS_SEQUENCE, NATS_SUBJECT};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use herald_shared::{
+    stream::NOTIFY_STREAM,
+    subject::{NOTIFY_SUBJECTS, direct_get_subject},
+};
+use serde_json::json;
+
+/// Messages per batch request.
+const PAGE_SIZE: usize = 256;
+/// `multi_last` refuses requests matching more subjects than this.
+const MULTI_LAST_MAX_SUBJECTS: usize = 1024;
+/// How long one reply may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+const NUM_PENDING: &str = "Nats-Num-Pending";
+
+/// One stored notification.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredMessage {
+    pub(crate) seq: u64,
+    pub(crate) subject: String,
+    pub(crate) payload: Bytes,
+}
+
+/// Reading the stream failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("request failed: {0}")]
+    Nats(#[from] async_nats::Error),
+    #[error("no reply within {REPLY_TIMEOUT:?}")]
+    TimedOut,
+    #[error("direct get answered {status}: {description}")]
+    Status { status: u16, description: String },
+    #[error("a reply without Nats-Sequence or Nats-Subject")]
+    Malformed,
+}
+
+/// Reads the notification stream; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamReader {
+    nats: async_nats::Client,
+    api_subject: String,
+}
+
+/// Walks one subject's messages in `(after, upto]`, a page at a time.
+#[derive(Debug)]
+pub(crate) struct Range {
+    subject: String,
+    next: u64,
+    upto: u64,
+    done: bool,
+}
+
+// === impl StreamReader ===
+
+impl StreamReader {
+    pub(crate) fn new(nats: async_nats::Client) -> Self {
+        Self {
+            nats,
+            api_subject: direct_get_subject(NOTIFY_STREAM).into(),
+        }
+    }
+
+    /// The last stored seq of each subject that has one.
+    pub(crate) async fn last_seqs(
+        &self,
+        subjects: &[String],
+    ) -> Result<HashMap<String, u64>, ReadError> {
+        let mut lasts = HashMap::with_capacity(subjects.len());
+        for chunk in subjects.chunks(MULTI_LAST_MAX_SUBJECTS) {
+            let request = json!({ "multi_last": chunk, "batch": chunk.len() });
+            let (messages, _) = self.batch(&request).await?;
+            lasts.extend(messages.into_iter().map(|m| (m.subject, m.seq)));
+        }
+        Ok(lasts)
+    }
+
+    /// The first seq stored at or after `seq` on any channel; `None` when the
+    /// stream holds nothing from there on.
+    pub(crate) async fn first_seq_from(&self, seq: u64) -> Result<Option<u64>, ReadError> {
+        let request = json!({ "seq": seq.max(1), "batch": 1, "next_by_subj": NOTIFY_SUBJECTS });
+        let (messages, _) = self.batch(&request).await?;
+        Ok(messages.first().map(|m| m.seq))
+    }
+
+    /// One batch request: the messages, and whether more match after them.
+    async fn batch(
+        &self,
+        request: &serde_json::Value,
+    ) -> Result<(Vec<StoredMessage>, bool), ReadError> {
+        let inbox = self.nats.new_inbox();
+        let mut replies = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| ReadError::Nats(e.into()))?;
+        let body = serde_json::to_vec(request).expect("a JSON request").into();
+        self.nats
+            .publish_with_reply(self.api_subject.clone(), inbox, body)
+            .await
+            .map_err(|e| ReadError::Nats(e.into()))?;
+        let mut messages = Vec::new();
+        loop {
+            let reply = tokio::time::timeout(REPLY_TIMEOUT, replies.next())
+                .await
+                .map_err(|_| ReadError::TimedOut)?
+                .ok_or(ReadError::TimedOut)?;
+            let header = |name: &str| {
+                reply
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get_last(name))
+                    .map(|v| v.to_string())
+            };
+            match reply.status.map(|s| s.as_u16()) {
+                // End of batch; Nats-Num-Pending counts what matched but did not fit.
+                Some(204) => {
+                    let pending = header(NUM_PENDING)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    return Ok((messages, pending > 0));
+                }
+                // Nothing matched at all (also for batch requests: no EOB follows).
+                Some(404) => return Ok((messages, false)),
+                Some(status) => {
+                    let description = reply.description.clone().unwrap_or_default();
+                    return Err(ReadError::Status {
+                        status,
+                        description,
+                    });
+                }
+                None => {
+                    let seq = header(NATS_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
+                    let subject = header(NATS_SUBJECT.as_ref());
+                    let (Some(seq), Some(subject)) = (seq, subject) else {
+                        return Err(ReadError::Malformed);
+                    };
+                    // A server older than 2.11 ignores `batch` and sends one message without
+                    // Nats-Num-Pending and no EOB: take it as a page of one.
+                    let batched = header(NUM_PENDING).is_some();
+                    messages.push(StoredMessage {
+                        seq,
+                        subject,
+                        payload: reply.payload,
+                    });
+                    if !batched {
+                        return Ok((messages, true));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === impl Range ===
+
+impl Range {
+    /// `subject`'s messages with a seq in `(after, upto]`.
+    pub(crate) fn new(subject: String, after: u64, upto: u64) -> Self {
+        Self {
+            subject,
+            next: after + 1,
+            upto,
+            done: after >= upto,
+        }
+    }
+
+    /// The next page in seq order; `None` once the range is exhausted.
+    pub(crate) async fn next_page(
+        &mut self,
+        reader: &StreamReader,
+    ) -> Result<Option<Vec<StoredMessage>>, ReadError> {
+        if self.done {
+            return Ok(None);
+        }
+        let request = json!({ "seq": self.next, "batch": PAGE_SIZE, "next_by_subj": self.subject });
+        let (mut page, more) = reader.batch(&request).await?;
+        if let Some(last) = page.last() {
+            self.next = last.seq + 1;
+        }
+        page.retain(|m| m.seq <= self.upto);
+        self.done = !more || self.next > self.upto || page.is_empty();
+        Ok(if page.is_empty() { None } else { Some(page) })
+    }
+}

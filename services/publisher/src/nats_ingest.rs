@@ -1,0 +1,456 @@
+//! NATS ingest: domain events from the domain stream (`domain.<type>`),
+//! stored exactly as over HTTP, or dead-lettered.
+//!
+//! Every replica pulls from the one durable consumer, which hands out one
+//! message at a time (`max_ack_pending: 1`, see `streams`), so events are
+//! stored in domain-stream order whichever replica takes them. A message is
+//! acked only after its notifications are stored. One that cannot be stored
+//! (NATS or JetStream trouble) is nak'd with a delay that doubles per
+//! delivery, and nothing after it is handed out meanwhile; after
+//! `max_attempts` deliveries it is dead-lettered. An invalid one is written
+//! to the dead-letter stream with the error and the payload, then terminated.
+//!
+//! Redeliveries are harmless: an envelope without `id` gets one derived from
+//! the message's place in the domain stream, and a dead letter's `Nats-Msg-Id`
+//! is derived the same way, so JetStream's dedup windows store each once.
+
+use std::{future::Future, time::Duration};
+
+use async_nats::{
+    HeaderMap,
+    header::NATS_MESSAGE_ID,
+    jetstream::{
+        self, AckKind, Message,
+        consumer::{
+            PullConsumer, StreamError,
+            pull::{MessagesError, Stream as Messages},
+        },
+    },
+};
+use futures_util::StreamExt;
+use herald_shared::{
+    api::DeadLetter,
+    envelope::{MAX_ENVELOPE_BYTES, Timestamp, ValidEvent, parse_event_with_defaults},
+    error_code::{ErrorBody, ErrorCode, FieldError},
+    ids::EventId,
+    subject::{dead_letter_message_id, dead_letter_subject, event_type_from_domain_subject},
+};
+use time::OffsetDateTime;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
+
+use crate::{
+    publish::publish,
+    streams::{EnsureError, IngestLimits, ensure_domain_streams},
+};
+
+/// How long to wait before setting the consumer up again after it failed.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The retry delay after a first failed delivery; it doubles per delivery.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest retry delay.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// The consumer loop stopped for a reason other than shutdown; it is set up again.
+#[derive(Debug, thiserror::Error)]
+enum ConsumeError {
+    #[error(transparent)]
+    Setup(#[from] EnsureError),
+    #[error("pulling domain messages: {0}")]
+    Pull(#[from] StreamError),
+    #[error("receiving domain messages: {0}")]
+    Messages(#[from] MessagesError),
+    #[error("the domain message stream ended")]
+    Ended,
+}
+
+/// What the ingest loop needs; built by `run` from the configuration.
+#[derive(Debug)]
+pub(crate) struct Ingest {
+    pub(crate) jetstream: jetstream::Context,
+    pub(crate) limits: IngestLimits,
+    /// Acks in flight per event, as for an HTTP request.
+    pub(crate) publish_window: usize,
+}
+
+/// Messages handled by this process, for the logs (metrics come later).
+#[derive(Debug, Default)]
+struct Counts {
+    n_stored: u64,
+    n_dead_lettered: u64,
+}
+
+/// Where a domain message came from, read off its JetStream metadata.
+#[derive(Debug)]
+struct Delivery {
+    subject: String,
+    stream_seq: u64,
+    /// This delivery included; 1 the first time.
+    deliveries: u64,
+    /// When JetStream stored the message: the same on every redelivery.
+    stored_at: OffsetDateTime,
+}
+
+/// How to answer JetStream about a message once it is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Its notifications are stored: remove it.
+    Ack,
+    /// It is dead-lettered: remove it, never deliver it again.
+    Terminate,
+    /// Hand it out again after this delay; nothing after it goes out meanwhile.
+    Retry(Duration),
+}
+
+impl Ingest {
+    /// Spawns the loop; it returns once `cancel` fires and the message in hand
+    /// is settled. Dropping the handle aborts it (as a crash would).
+    pub(crate) fn spawn(
+        self,
+        consumer: PullConsumer,
+        cancel: CancellationToken,
+    ) -> AbortOnDropHandle<()> {
+        AbortOnDropHandle::new(tokio::spawn(self.run(consumer, cancel)))
+    }
+
+    async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
+        let mut counts = Counts::default();
+        let mut consumer = Some(consumer);
+        loop {
+            let result = match consumer.take() {
+                Some(consumer) => self.consume(consumer, &cancel, &mut counts).await,
+                // The stream or the consumer may have been deleted: ensure both again.
+                None => match ensure_domain_streams(&self.jetstream, &self.limits).await {
+                    Ok(consumer) => self.consume(consumer, &cancel, &mut counts).await,
+                    Err(err) => Err(err.into()),
+                },
+            };
+            let Err(err) = result else { break };
+            tracing::warn!(
+                error = %err,
+                retry_in_ms = RESTART_DELAY.as_millis(),
+                "Consuming domain events failed; setting the consumer up again."
+            );
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(RESTART_DELAY) => {}
+            }
+        }
+        tracing::info!(
+            n_stored = counts.n_stored,
+            n_dead_lettered = counts.n_dead_lettered,
+            "Domain ingest stopped."
+        );
+    }
+
+    /// Handles messages one at a time until `cancel` fires (then `Ok`) or the
+    /// pull fails.
+    async fn consume(
+        &self,
+        consumer: PullConsumer,
+        cancel: &CancellationToken,
+        counts: &mut Counts,
+    ) -> Result<(), ConsumeError> {
+        let mut messages: Messages = consumer.messages().await?;
+        tracing::debug!("Consuming domain events.");
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let message = next.ok_or(ConsumeError::Ended)??;
+            let settle = self.handle(&message, counts).await;
+            if cancel.is_cancelled() {
+                // Stop pulling before settling: settling lets JetStream hand out
+                // the next message, which should go to a replica that stays
+                // rather than wait out the ack wait in this one's buffer.
+                drop(messages);
+                settle_message(&message, settle).await;
+                return Ok(());
+            }
+            settle_message(&message, settle).await;
+        }
+    }
+
+    /// Stores or dead-letters one message and says how to settle it.
+    async fn handle(&self, message: &Message, counts: &mut Counts) -> Settle {
+        let delivery = match message.info() {
+            Ok(info) => Delivery {
+                subject: message.subject.to_string(),
+                stream_seq: info.stream_sequence,
+                deliveries: u64::try_from(info.delivered).unwrap_or(1).max(1),
+                stored_at: info.published,
+            },
+            // A pull consumer only delivers JetStream messages; without the
+            // metadata there is no seq to derive ids from. Terminate rather
+            // than retry something that cannot change.
+            Err(err) => {
+                tracing::error!(error = %err, subject = %message.subject, "A domain message without JetStream metadata; dropping it.");
+                return Settle::Terminate;
+            }
+        };
+        let event = match validate(&delivery, &message.payload) {
+            Ok(event) => event,
+            Err(refusal) => {
+                return self.dead_letter(message, &delivery, refusal, counts).await;
+            }
+        };
+        let stored = with_progress(
+            message,
+            self.limits.ack_wait,
+            publish(&self.jetstream, &event, self.publish_window),
+        )
+        .await;
+        match stored {
+            Ok(accepted) => {
+                counts.n_stored += 1;
+                tracing::debug!(
+                    subject = %delivery.subject,
+                    stream_seq = delivery.stream_seq,
+                    deliveries = delivery.deliveries,
+                    event.id = %event.id,
+                    n_channels = accepted.published.len(),
+                    duplicate = accepted.duplicate,
+                    n_stored = counts.n_stored,
+                    "Domain event stored."
+                );
+                Settle::Ack
+            }
+            Err(err) if delivery.deliveries >= u64::from(self.limits.max_attempts) => {
+                let refusal = ErrorBody::new(
+                    ErrorCode::NatsUnavailable,
+                    format!("gave up after {} attempts: {err}", delivery.deliveries),
+                );
+                self.dead_letter(message, &delivery, refusal, counts).await
+            }
+            Err(err) => {
+                let delay = retry_delay(delivery.deliveries);
+                tracing::warn!(
+                    error = %err,
+                    subject = %delivery.subject,
+                    stream_seq = delivery.stream_seq,
+                    deliveries = delivery.deliveries,
+                    retry_in_ms = delay.as_millis(),
+                    "Storing a domain event failed; it will be retried."
+                );
+                Settle::Retry(delay)
+            }
+        }
+    }
+
+    /// Writes the dead letter of `message` and waits for JetStream to store it;
+    /// if it cannot, the message is retried rather than lost.
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        delivery: &Delivery,
+        refusal: ErrorBody,
+        counts: &mut Counts,
+    ) -> Settle {
+        let record = DeadLetter::new(
+            refusal,
+            delivery.subject.clone(),
+            delivery.stream_seq,
+            delivery.deliveries,
+            &message.payload,
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            NATS_MESSAGE_ID,
+            dead_letter_message_id(delivery.stream_seq, delivery.stored_at).as_str(),
+        );
+        let stored = async {
+            let payload = serde_json::to_vec(&record)?;
+            let ack = self
+                .jetstream
+                .publish_with_headers(
+                    String::from(dead_letter_subject(&delivery.subject)),
+                    headers,
+                    payload.into(),
+                )
+                .await?
+                .await?;
+            Ok::<_, async_nats::Error>(ack)
+        }
+        .await;
+        match stored {
+            Ok(ack) => {
+                counts.n_dead_lettered += 1;
+                tracing::warn!(
+                    subject = %delivery.subject,
+                    stream_seq = delivery.stream_seq,
+                    deliveries = delivery.deliveries,
+                    code = %record.code,
+                    reason = %record.message,
+                    dead_letter_seq = ack.sequence,
+                    duplicate = ack.duplicate,
+                    n_dead_lettered = counts.n_dead_lettered,
+                    "Domain message dead-lettered."
+                );
+                Settle::Terminate
+            }
+            Err(err) => {
+                let delay = retry_delay(delivery.deliveries);
+                tracing::warn!(
+                    error = %err,
+                    subject = %delivery.subject,
+                    stream_seq = delivery.stream_seq,
+                    code = %record.code,
+                    retry_in_ms = delay.as_millis(),
+                    "Dead-lettering a domain message failed; it will be retried."
+                );
+                Settle::Retry(delay)
+            }
+        }
+    }
+}
+
+/// The valid event a domain message holds, or the reason it is refused.
+fn validate(delivery: &Delivery, payload: &[u8]) -> Result<ValidEvent, ErrorBody> {
+    // The domain stream refuses larger messages; this holds if an operator
+    // raised its limit, and keeps dead letters well under the NATS max payload.
+    if payload.len() > MAX_ENVELOPE_BYTES {
+        return Err(ErrorBody::new(
+            ErrorCode::PayloadTooLarge,
+            format!("payload exceeds {MAX_ENVELOPE_BYTES} bytes"),
+        ));
+    }
+    let event = parse_event_with_defaults(
+        payload,
+        || EventId::for_domain_message(delivery.stream_seq, delivery.stored_at),
+        || Timestamp(delivery.stored_at),
+    )?;
+    // Consumers of `domain.>` filter by subject; an event must be what its subject says.
+    if event_type_from_domain_subject(&delivery.subject) != Some(event.event_type) {
+        let error = FieldError {
+            path: "type".into(),
+            message: format!(
+                "`{}` does not match the subject `{}`",
+                event.event_type, delivery.subject
+            ),
+        };
+        return Err(ErrorBody {
+            errors: vec![error.clone()],
+            ..ErrorBody::new(
+                ErrorCode::ValidationFailed,
+                format!("{}: {}", error.path, error.message),
+            )
+        });
+    }
+    Ok(event)
+}
+
+/// 100 ms after the first delivery, doubling per delivery, at most 5 s.
+fn retry_delay(deliveries: u64) -> Duration {
+    let doublings = u32::try_from(deliveries.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    FIRST_RETRY_DELAY
+        .saturating_mul(1 << doublings)
+        .min(MAX_RETRY_DELAY)
+}
+
+/// Runs `work`, telling JetStream every half ack wait that `message` is still
+/// in hand, so a slow store (a thousand-user audience on a busy server) is not
+/// handed to another replica meanwhile.
+async fn with_progress<T>(
+    message: &Message,
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let period = ack_wait / 2;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %err, "Reporting progress on a domain message failed.");
+                }
+            }
+        }
+    }
+}
+
+/// Answers JetStream. Acks and terminations wait for the server's
+/// confirmation; if one is lost, the message comes back after the ack wait
+/// and its redelivery stores nothing new.
+async fn settle_message(message: &Message, settle: Settle) {
+    let result = match settle {
+        Settle::Ack => message.double_ack().await,
+        Settle::Terminate => message.double_ack_with(AckKind::Term).await,
+        Settle::Retry(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+    };
+    if let Err(err) = result {
+        tracing::warn!(
+            error = %err,
+            subject = %message.subject,
+            settle = ?settle,
+            "Settling a domain message failed; JetStream hands it out again after the ack wait."
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(subject: &str) -> Delivery {
+        Delivery {
+            subject: subject.into(),
+            stream_seq: 12,
+            deliveries: 1,
+            stored_at: time::macros::datetime!(2026-11-26 10:00:00 UTC),
+        }
+    }
+
+    fn envelope(event_type: &str) -> Vec<u8> {
+        serde_json::json!({
+            "type": event_type,
+            "source": "calendar-service",
+            "audience": { "users": ["u_1"] },
+            "data": { "calendar_id": "cal_1", "event_id": "evt_9" }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn retry_delays_double_from_100_ms_up_to_5_s() {
+        let delays: Vec<u128> = (1..=9).map(|n| retry_delay(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(retry_delay(0), FIRST_RETRY_DELAY);
+        assert_eq!(retry_delay(u64::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn an_event_without_id_or_time_gets_both_from_the_domain_message() {
+        let delivery = delivery("domain.calendar.event.deleted");
+        let event = validate(&delivery, &envelope("calendar.event.deleted")).unwrap();
+        assert_eq!(event.id.as_str(), "domain-12-1795687200000000000");
+        assert_eq!(event.time, Timestamp(delivery.stored_at));
+    }
+
+    #[test]
+    fn the_type_must_match_the_subject() {
+        let refusal = validate(
+            &delivery("domain.calendar.event.updated"),
+            &envelope("calendar.event.deleted"),
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::ValidationFailed);
+        assert_eq!(refusal.errors.len(), 1);
+        assert_eq!(refusal.errors[0].path, "type");
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_before_parsing() {
+        let refusal = validate(
+            &delivery("domain.calendar.event.deleted"),
+            &vec![b' '; MAX_ENVELOPE_BYTES + 1],
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::PayloadTooLarge);
+    }
+}
