@@ -21,3 +21,4 @@ pub mod shutdown;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;
+pub mod trace_context;

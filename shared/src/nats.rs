@@ -5,6 +5,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::sync::Notify;
 
+use crate::secret::redact_url;
+
 /// Connects to `url` with a client name, logging connection events; every
 /// (re)connect notifies `on_connect` (messages published while disconnected
 /// were lost to core NATS: the edge reconciles then).
@@ -39,5 +41,6 @@ pub async fn connect(
         })
         .connect(url)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        // The URL may hold a user and password or a token: never print those.
+        .with_context(|| format!("connecting to NATS at {}", redact_url(url)))
 }

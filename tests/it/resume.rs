@@ -3,20 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::{HeaderMap, header::NATS_MESSAGE_ID, jetstream};
-use herald_shared::{
-    channel::Channel,
-    envelope::parse_event,
-    frames::ServerFrame,
-    stream::NOTIFY_STREAM,
-    subject::{message_id, stored_subject},
-};
+use herald_shared::frames::ServerFrame;
 use herald_tests::{
     WAIT,
     apps::{Stack, TestEdge, TestPublisher, edge_config, publisher_config},
     clients::{WsClient, calendar_event, user_token},
     nats::NatsServer,
     resume::{ResumingClient, Seqs, Tally},
+    store::store_without_live_copy,
 };
 
 /// Publishes `body` and records each channel's seq in `expected`.
@@ -202,36 +196,6 @@ async fn resuming_after_a_thousand_missed_events_replays_them_all_in_order() {
     assert_exact(tally, "1000 missed events");
 }
 
-/// Stores a notification straight into the stream with RePublish switched
-/// off, so no live copy is ever sent: an honest lost message.
-async fn store_without_live_copy(nats: &NatsServer, body: serde_json::Value) -> u64 {
-    let jetstream = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
-    let mut stream = jetstream.get_stream(NOTIFY_STREAM).await.unwrap();
-    let mut config = stream.info().await.unwrap().config.clone();
-    let republish = config.republish.take();
-    jetstream.update_stream(&config).await.unwrap();
-
-    let event = parse_event(body.to_string().as_bytes()).unwrap();
-    let channel: &Channel = &event.channels[0];
-    let subject = stored_subject(channel);
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        NATS_MESSAGE_ID,
-        message_id(&subject, event.id.as_str()).as_str(),
-    );
-    let payload = serde_json::to_vec(&event.notification()).unwrap();
-    let ack = jetstream
-        .publish_with_headers(String::from(subject), headers, payload.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-
-    config.republish = republish;
-    jetstream.update_stream(&config).await.unwrap();
-    ack.sequence
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_live_messages_are_repaired_mid_channel_and_as_the_last_message() {
     let nats = NatsServer::start();
@@ -255,7 +219,8 @@ async fn lost_live_messages_are_repaired_mid_channel_and_as_the_last_message() {
     publish(&stack, &mut expected, calendar_event("e1", &["u1"], &[])).await;
 
     // Mid-channel: the next live message's Nats-Last-Sequence reveals the gap.
-    let lost = store_without_live_copy(&stack.nats, calendar_event("lost-mid", &["u1"], &[])).await;
+    let lost =
+        store_without_live_copy(&stack.nats, &calendar_event("lost-mid", &["u1"], &[])).await;
     expected.get_mut("user:u1").unwrap().push(lost);
     publish(&stack, &mut expected, calendar_event("e3", &["u1"], &[])).await;
     assert_exact(
@@ -265,7 +230,7 @@ async fn lost_live_messages_are_repaired_mid_channel_and_as_the_last_message() {
 
     // Last message: nothing follows it; only a reconcile pass can find it.
     let lost =
-        store_without_live_copy(&stack.nats, calendar_event("lost-last", &["u1"], &[])).await;
+        store_without_live_copy(&stack.nats, &calendar_event("lost-last", &["u1"], &[])).await;
     expected.get_mut("user:u1").unwrap().push(lost);
     assert_exact(
         read_until_complete(&mut client, &expected).await,

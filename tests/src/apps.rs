@@ -66,6 +66,10 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
         socket_send_buffer_bytes: Some(64 * 1024),
         drain_timeout: Duration::from_secs(5),
         reconcile_interval: Duration::from_secs(30),
+        client_frames_per_sec: 20,
+        client_frame_burst: 40,
+        rate_limit_violations: 10,
+        max_connections: None,
     }
 }
 

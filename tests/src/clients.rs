@@ -130,6 +130,19 @@ impl WsClient {
         Self { socket }
     }
 
+    /// Opens `url` over a socket with a small kernel receive buffer, as a
+    /// browser on a slow network looks to the server: unread frames back up
+    /// on the server quickly instead of vanishing into megabytes of buffer.
+    pub async fn connect_with_small_receive_buffer(url: &str, addr: std::net::SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+        Self { socket }
+    }
+
     /// Opens `url`, or says why not.
     pub async fn try_connect(url: &str) -> Result<Self, String> {
         match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {

@@ -3,9 +3,11 @@
 
 pub mod apps;
 pub mod clients;
+pub mod metrics;
 pub mod nats;
 pub mod proxy;
 pub mod resume;
+pub mod store;
 
 /// Every wait in the tests is bounded by this.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -44,6 +44,18 @@ pub struct Args {
     /// per 1024 channels); passes also run after each join and NATS reconnect.
     #[arg(long, env = "HERALD_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
+    /// Client frames one socket may send per second (token bucket refill).
+    #[arg(long, env = "HERALD_CLIENT_FRAMES_PER_SEC", default_value_t = 20)]
+    pub client_frames_per_sec: u32,
+    /// Client frames one socket may send in a burst (token bucket size).
+    #[arg(long, env = "HERALD_CLIENT_FRAME_BURST", default_value_t = 40)]
+    pub client_frame_burst: u32,
+    /// Refused frames in a row before the socket is closed with 4029.
+    #[arg(long, env = "HERALD_RATE_LIMIT_VIOLATIONS", default_value_t = 10)]
+    pub rate_limit_violations: u32,
+    /// Most sockets this edge holds; past it upgrades get HTTP 503 (0: no limit).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -64,6 +76,11 @@ pub struct Config {
     pub socket_send_buffer_bytes: Option<u32>,
     pub drain_timeout: Duration,
     pub reconcile_interval: Duration,
+    pub client_frames_per_sec: u32,
+    pub client_frame_burst: u32,
+    pub rate_limit_violations: u32,
+    /// `None`: no limit.
+    pub max_connections: Option<usize>,
 }
 
 impl TryFrom<Args> for Config {
@@ -92,6 +109,10 @@ impl TryFrom<Args> for Config {
             socket_send_buffer_bytes: Some(args.socket_send_buffer_bytes).filter(|&b| b > 0),
             drain_timeout: Duration::from_millis(args.drain_timeout_ms),
             reconcile_interval: Duration::from_millis(args.reconcile_interval_ms.max(100)),
+            client_frames_per_sec: args.client_frames_per_sec,
+            client_frame_burst: args.client_frame_burst,
+            rate_limit_violations: args.rate_limit_violations,
+            max_connections: Some(args.max_connections).filter(|&n| n > 0),
         })
     }
 }

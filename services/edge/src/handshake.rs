@@ -52,7 +52,12 @@ pub(crate) async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if state.draining.is_cancelled() {
+    // Draining, or full: refuse before the upgrade, so a load balancer retries elsewhere.
+    let full = state
+        .config
+        .max_connections
+        .is_some_and(|max| state.sessions.len() >= max);
+    if state.draining.is_cancelled() || full {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],

@@ -22,12 +22,12 @@ use std::{
         Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_nats::{
     Subscriber,
-    header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE},
+    header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_TIME_STAMP},
 };
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
@@ -35,6 +35,7 @@ use herald_shared::{
     channel::Channel,
     frames::encode_event_frame,
     subject::{live_subject, stored_subject},
+    trace_context,
 };
 use tokio::{
     sync::{Notify, OnceCell, mpsc},
@@ -42,6 +43,7 @@ use tokio::{
 };
 
 use crate::{
+    metrics::{FrameKind, Metrics, parse_time_stamp},
     outbox::Outbox,
     stream_reader::{Range, ReadError, StreamReader},
 };
@@ -65,16 +67,8 @@ pub(crate) struct Hub {
     next_member: AtomicU64,
     /// Wakes the reconcile task; also notified on every NATS (re)connect.
     reconcile: Arc<Notify>,
-    stats: Arc<HubStats>,
-}
-
-/// Counters of the hub's repairs (exported as metrics later).
-#[derive(Debug, Default)]
-pub(crate) struct HubStats {
-    /// Gaps found (by `Nats-Last-Sequence` or by reconcile) and filled.
-    pub(crate) gaps_repaired: AtomicU64,
-    /// Messages delivered from the stream by those repairs.
-    pub(crate) messages_repaired: AtomicU64,
+    /// Where gap repairs are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// One channel with local sockets.
@@ -101,7 +95,7 @@ struct EntryState {
 struct Member {
     outbox: Outbox,
     /// `Some` while the member replays: live frames wait here.
-    replay_buffer: Option<Vec<(u64, Utf8Bytes)>>,
+    replay_buffer: Option<Vec<(u64, Utf8Bytes, FrameKind)>>,
 }
 
 /// The running forwarder: asks for catch-ups, and unsubscribes when dropped.
@@ -128,14 +122,18 @@ pub(crate) struct JoinError {
 // === impl Hub ===
 
 impl Hub {
-    pub(crate) fn new(nats: async_nats::Client, reconcile: Arc<Notify>) -> Self {
+    pub(crate) fn new(
+        nats: async_nats::Client,
+        reconcile: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             reader: StreamReader::new(nats.clone()),
             nats,
             channels: Mutex::default(),
             next_member: AtomicU64::new(1),
             reconcile,
-            stats: Arc::default(),
+            metrics,
         }
     }
 
@@ -205,9 +203,9 @@ impl Hub {
         let Some(member) = state.members.get_mut(&member) else {
             return;
         };
-        for (seq, frame) in member.replay_buffer.take().unwrap_or_default() {
+        for (seq, frame, kind) in member.replay_buffer.take().unwrap_or_default() {
             if seq > replayed_upto {
-                member.outbox.push(frame);
+                queue(&member.outbox, frame, kind);
             }
         }
     }
@@ -303,7 +301,7 @@ impl Hub {
             channel: entry.channel.clone(),
             stored_subject: entry.stored_subject.clone(),
             reader: self.reader.clone(),
-            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
         };
         let task = tokio::spawn(forwarding.run(subscriber, requests));
         Ok(Forwarder {
@@ -329,26 +327,29 @@ impl Entry {
         self.state.lock().expect("entry lock").hw
     }
 
-    /// Hands one notification to every member, unless it is at or below `hw`.
-    fn deliver(&self, seq: u64, payload: &[u8]) {
+    /// Hands one notification to every member, unless it is at or below `hw`;
+    /// returns how many members it was handed to.
+    /// `stored_at` (its `Nats-Time-Stamp`) travels with the frame to the
+    /// socket write, where the delivery latency is measured.
+    fn deliver(&self, seq: u64, payload: &[u8], stored_at: Option<SystemTime>) -> usize {
         let Some(frame) = encode_event_frame(&self.channel, seq, payload) else {
             tracing::warn!(channel = %self.channel, seq, "Stored notification is not a JSON object; skipped.");
-            return;
+            return 0;
         };
         let frame = Utf8Bytes::from(frame);
         let mut state = self.state.lock().expect("entry lock");
         if seq <= state.hw {
-            return;
+            return 0;
         }
         state.hw = seq;
+        let kind = FrameKind::Live { stored_at };
         for member in state.members.values_mut() {
             match &mut member.replay_buffer {
-                Some(buffer) => buffer.push((seq, frame.clone())),
-                None => {
-                    member.outbox.push(frame.clone());
-                }
+                Some(buffer) => buffer.push((seq, frame.clone(), kind)),
+                None => queue(&member.outbox, frame.clone(), kind),
             }
         }
+        state.members.len()
     }
 }
 
@@ -359,7 +360,7 @@ struct Forwarding {
     channel: Channel,
     stored_subject: String,
     reader: StreamReader,
-    stats: Arc<HubStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Forwarding {
@@ -385,7 +386,27 @@ impl Forwarding {
                     if previous > hw {
                         self.repair(&entry, hw, previous, "live").await;
                     }
-                    entry.deliver(seq, &message.payload);
+                    let stored_at = message
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get_last(NATS_TIME_STAMP))
+                        .and_then(|value| parse_time_stamp(value.as_str()));
+                    // RePublish keeps the publisher's headers: the delivery
+                    // joins the trace of the request that stored the message.
+                    let span = tracing::info_span!(
+                        parent: None,
+                        "deliver",
+                        channel = %self.channel,
+                        seq,
+                        n_members = tracing::field::Empty,
+                    );
+                    if let Some(headers) = &message.headers {
+                        trace_context::set_parent(&span, headers);
+                    }
+                    span.in_scope(|| {
+                        let n_members = entry.deliver(seq, &message.payload, stored_at);
+                        span.record("n_members", n_members);
+                    });
                 }
                 Some(upto) = catch_ups.recv() => {
                     let Some(entry) = self.entry.upgrade() else { return };
@@ -400,6 +421,7 @@ impl Forwarding {
 
     /// Delivers the channel's stored messages in `(after, upto]`, retrying a
     /// failed read a few times; after that the gap is logged as a loss.
+    #[tracing::instrument(name = "repair", parent = None, skip_all, fields(channel = %self.channel, after, upto, found_by))]
     async fn repair(&self, entry: &Entry, after: u64, upto: u64, found_by: &'static str) {
         let mut n_delivered = 0u64;
         let mut attempt = 0;
@@ -408,7 +430,7 @@ impl Forwarding {
             match range.next_page(&self.reader).await {
                 Ok(Some(page)) => {
                     for message in page {
-                        entry.deliver(message.seq, &message.payload);
+                        entry.deliver(message.seq, &message.payload, message.stored_at);
                         n_delivered += 1;
                     }
                 }
@@ -424,10 +446,16 @@ impl Forwarding {
                 }
             }
         }
-        self.stats.gaps_repaired.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .messages_repaired
-            .fetch_add(n_delivered, Ordering::Relaxed);
+        self.metrics.gap_repaired(n_delivered);
         tracing::info!(channel = %self.channel, after, upto, n_repaired = n_delivered, found_by, "Gap repaired.");
     }
+}
+
+/// Queues a live event frame on a member's outbox; `kind` is what its socket
+/// write reports to the metrics (a delivery and its latency).
+fn queue(outbox: &Outbox, frame: Utf8Bytes, kind: FrameKind) {
+    // The outbox does not carry a frame's kind yet; once it does, this is
+    // `outbox.push_with(frame, kind)`.
+    let _ = kind;
+    outbox.push(frame);
 }

@@ -8,8 +8,10 @@
 pub mod config;
 mod handshake;
 mod hub;
+mod metrics;
 mod ops;
 mod outbox;
+mod rate_limit;
 mod replay;
 mod session;
 mod state;
@@ -72,29 +74,36 @@ pub async fn run(
             let _ = socket_send_buffer(tcp, bytes);
         }
     });
-    let draining = state.draining.clone();
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async move {
+    // Drain while HTTP is still served, so a load balancer sees `/readyz`
+    // answer 503 and new upgrades refused; stop listening only after that.
+    // axum's graceful shutdown does not cover upgraded sockets: we track our own.
+    let drain = {
+        let state = state.clone();
+        async move {
             shutdown.await;
-            draining.cancel();
-        })
+            state.draining.cancel();
+            tracing::info!(
+                n_sessions = state.sessions.len(),
+                "Draining WebSocket sessions."
+            );
+            state.sessions.close();
+            if tokio::time::timeout(drain_timeout, state.sessions.wait())
+                .await
+                .is_err()
+            {
+                let n_sessions = state.sessions.len();
+                tracing::warn!(
+                    n_sessions,
+                    ?drain_timeout,
+                    "Drain timed out; closing anyway."
+                );
+            }
+        }
+    };
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(drain)
         .await
         .context("serving HTTP")?;
-
-    // axum's graceful shutdown does not cover upgraded sockets: wait for our own.
-    let n_sessions = state.sessions.len();
-    tracing::info!(n_sessions, "Draining WebSocket sessions.");
-    state.sessions.close();
-    if tokio::time::timeout(drain_timeout, state.sessions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            n_sessions = state.sessions.len(),
-            ?drain_timeout,
-            "Drain timed out; closing anyway."
-        );
-    }
     reconciling.abort();
     let _ = nats.drain().await;
     tracing::info!("Edge stopped.");
@@ -107,6 +116,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/ws", get(handshake::websocket))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .with_state(state)
 }
 

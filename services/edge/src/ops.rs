@@ -1,9 +1,13 @@
-//! Health and readiness.
+//! Health, readiness and metrics.
 
 use async_nats::connection::State as NatsState;
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
 
-use crate::state::AppState;
+use crate::{metrics, state::AppState};
 
 /// The process is alive.
 pub(crate) async fn healthz() -> StatusCode {
@@ -18,4 +22,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> StatusCode {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     }
+}
+
+/// `GET /metrics`: this node's metrics in the Prometheus text format.
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let connected = state.nats.connection_state() == NatsState::Connected;
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(connected),
+    )
 }

@@ -54,6 +54,7 @@ impl Replay {
         match self.send_history().await {
             Ok((n_replayed, live_after)) => {
                 tracing::debug!(channel = %self.channel, since = self.cursor.since, upto = self.upto, n_replayed, "Replayed.");
+                self.state.metrics.replay_finished(n_replayed);
                 self.state
                     .hub
                     .finish_replay(&self.channel, self.member, live_after);
@@ -117,6 +118,9 @@ impl Replay {
     }
 
     fn send(&self, frame: ServerFrame) {
+        if let ServerFrame::HistoryTruncated { .. } = frame {
+            self.state.metrics.history_truncated();
+        }
         self.outbox.push(Utf8Bytes::from(frame.to_json()));
     }
 }

@@ -27,6 +27,7 @@ use crate::{
     handshake::Admitted,
     hub::MemberId,
     outbox::{Outbox, OutboxReceiver, outbox},
+    rate_limit::{RateLimiter, Verdict},
     replay::{Cursor, Replay},
     state::AppState,
 };
@@ -35,6 +36,8 @@ use crate::{
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The same for a slow consumer, whose close waits behind a full socket.
+const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close code for "the node is going away, reconnect" (RFC 6455 "Service Restart").
 const CLOSE_SERVICE_RESTART: u16 = 1012;
 /// Close code for "message too big".
@@ -58,6 +61,7 @@ struct Session {
     replays: JoinSet<()>,
     /// Cancelled by a replay that could not read the stream.
     replay_failed: CancellationToken,
+    limiter: RateLimiter,
 }
 
 /// Why a session ends.
@@ -87,6 +91,12 @@ pub(crate) async fn run(socket: WebSocket, state: AppState, admitted: Admitted) 
             outbox,
             replays: JoinSet::new(),
             replay_failed: CancellationToken::new(),
+            limiter: RateLimiter::new(
+                state.config.client_frames_per_sec,
+                state.config.client_frame_burst,
+                state.config.rate_limit_violations,
+                Instant::now(),
+            ),
             state,
         };
         let (sink, stream) = socket.split();
@@ -100,7 +110,7 @@ pub(crate) async fn run(socket: WebSocket, state: AppState, admitted: Admitted) 
             .await;
         let end = match end {
             Ok(()) => session.serve(sink, stream, receiver).await,
-            Err(end) => finish(sink, end).await,
+            Err(end) => finish(sink, None, end).await,
         };
         session.leave_all();
         tracing::debug!(closed = end, "Session ended.");
@@ -173,6 +183,11 @@ impl Session {
         let mut exp = self.claims.exp;
         let expiry = sleep_until_unix(exp);
         tokio::pin!(expiry);
+        let heartbeat_every = self.state.config.heartbeat;
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
         let end = loop {
             if self.claims.exp != exp {
                 // An `auth` frame moved the deadline.
@@ -193,6 +208,18 @@ impl Session {
                     }),
                 },
                 () = &mut expiry => break token_expired(),
+                _ = heartbeat.tick() => {
+                    // Silent for two intervals (no frame, no pong): the peer is gone.
+                    if last_heard.elapsed() >= heartbeat_every * 2 {
+                        tracing::debug!("Peer silent for two heartbeats; dropped.");
+                        break End::Gone;
+                    }
+                    tokio::select! {
+                        sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { break End::Gone },
+                        () = overflowed.cancelled() => break slow_consumer(),
+                        () = draining.cancelled() => break drained(),
+                    }
+                }
                 Some(frame) = receiver.recv() => {
                     // A stuck write must not hide an overflow or a drain.
                     tokio::select! {
@@ -202,21 +229,38 @@ impl Session {
                     }
                 }
                 incoming = stream.next() => match incoming {
-                    Some(Ok(Message::Text(text))) => {
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        last_heard = Instant::now();
+                        match self.limiter.check(last_heard) {
+                            Verdict::Allow => {}
+                            Verdict::Refuse => {
+                                let retry = self.limiter.retry_after();
+                                self.send(ServerFrame::Error {
+                                    code: ErrorCode::RateLimited,
+                                    message: format!("too many frames; frame dropped, retry in {} ms", retry.as_millis()),
+                                    r#ref: None,
+                                });
+                                continue;
+                            }
+                            Verdict::Close => break rate_limited(),
+                        }
+                        let Message::Text(text) = message else {
+                            self.send(ServerFrame::Error {
+                                code: ErrorCode::MalformedFrame,
+                                message: "frames are JSON text".into(),
+                                r#ref: None,
+                            });
+                            continue;
+                        };
                         if let Some(end) = self.on_frame(&text).await { break end; }
                     }
-                    Some(Ok(Message::Binary(_))) => self.send(ServerFrame::Error {
-                        code: ErrorCode::MalformedFrame,
-                        message: "frames are JSON text".into(),
-                        r#ref: None,
-                    }),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                     Some(Ok(Message::Close(_))) | None => break End::Gone,
                     Some(Err(err)) => break read_error(err),
                 },
             }
         };
-        finish(sink, end).await
+        finish(sink, Some(stream), end).await
     }
 
     /// Handles one client text frame; `Some` ends the session.
@@ -406,25 +450,37 @@ async fn write_batch(
     flushed
 }
 
-/// Sends the last frame and the close frame, bounded in time. `true` if a close was sent.
-async fn finish(mut sink: Sink, end: End) -> bool {
+/// Sends the last frame and the close frame, then waits for the peer's close
+/// reply (the closing handshake), all bounded in time. `true` if a close was sent.
+async fn finish(mut sink: Sink, stream: Option<SplitStream<WebSocket>>, end: End) -> bool {
     let End::Close { code, reason, last } = end else {
         return false;
+    };
+    // A slow consumer's socket is full: give its close frame longer to get out.
+    let bound = if code == ErrorCode::SlowConsumer.close_code().unwrap_or_default() {
+        SLOW_CLOSE_TIMEOUT
+    } else {
+        CLOSE_TIMEOUT
     };
     let closing = async {
         if let Some(frame) = last {
             sink.send(Message::Text(frame.to_json().into())).await?;
         }
-        sink.send(Message::Close(Some(CloseFrame {
+        let close = CloseFrame {
             code,
             reason: reason.into(),
-        })))
-        .await
+        };
+        sink.send(Message::Close(Some(close))).await?;
+        if let Some(mut stream) = stream {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        }
+        Ok::<_, axum::Error>(())
     };
-    matches!(
-        tokio::time::timeout(CLOSE_TIMEOUT, closing).await,
-        Ok(Ok(()))
-    )
+    matches!(tokio::time::timeout(bound, closing).await, Ok(Ok(())))
 }
 
 fn drained() -> End {
@@ -433,6 +489,20 @@ fn drained() -> End {
         reason: "draining",
         last: Some(ServerFrame::Reconnect {
             reason: "draining".into(),
+        }),
+    }
+}
+
+fn rate_limited() -> End {
+    End::Close {
+        code: ErrorCode::RateLimited
+            .close_code()
+            .unwrap_or(CLOSE_INTERNAL),
+        reason: "RATE_LIMITED",
+        last: Some(ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            message: "too many frames, too often".into(),
+            r#ref: None,
         }),
     }
 }

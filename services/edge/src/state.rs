@@ -6,7 +6,7 @@ use tokio::sync::Notify;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, hub::Hub};
+use crate::{config::Config, hub::Hub, metrics::Metrics};
 
 /// Cheap to clone: every field is a handle.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub(crate) struct AppState {
     /// The notification stream's epoch, sent in `welcome`.
     pub(crate) epoch: Arc<str>,
     pub(crate) hub: Arc<Hub>,
+    /// This node's own registry, served at `GET /metrics`.
+    pub(crate) metrics: Arc<Metrics>,
     /// Every WebSocket session, so a drain can wait for them.
     pub(crate) sessions: TaskTracker,
     /// Cancelled when the node starts draining.
@@ -29,9 +31,11 @@ impl AppState {
         epoch: String,
         reconcile: Arc<Notify>,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Self {
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(nats.clone(), reconcile)),
+            hub: Arc::new(Hub::new(nats.clone(), reconcile, metrics.clone())),
+            metrics,
             nats,
             epoch: epoch.into(),
             sessions: TaskTracker::new(),

@@ -8,9 +8,12 @@
 //! subject and the replies are read until the end-of-batch marker (`204 EOB`).
 //! No consumer is created, so nothing is held on the server per client.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
 
-use async_nats::header::{NATS_SEQUENCE, NATS_SUBJECT};
+use async_nats::header::{NATS_SEQUENCE, NATS_SUBJECT, NATS_TIME_STAMP};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_shared::{
@@ -18,6 +21,8 @@ use herald_shared::{
     subject::{NOTIFY_SUBJECTS, direct_get_subject},
 };
 use serde_json::json;
+
+use crate::metrics::parse_time_stamp;
 
 /// Messages per batch request.
 const PAGE_SIZE: usize = 256;
@@ -33,6 +38,8 @@ pub(crate) struct StoredMessage {
     pub(crate) seq: u64,
     pub(crate) subject: String,
     pub(crate) payload: Bytes,
+    /// When JetStream stored it (`Nats-Time-Stamp`).
+    pub(crate) stored_at: Option<SystemTime>,
 }
 
 /// Reading the stream failed.
@@ -151,10 +158,14 @@ impl StreamReader {
                     // A server older than 2.11 ignores `batch` and sends one message without
                     // Nats-Num-Pending and no EOB: take it as a page of one.
                     let batched = header(NUM_PENDING).is_some();
+                    let stored_at = header(NATS_TIME_STAMP.as_ref())
+                        .as_deref()
+                        .and_then(parse_time_stamp);
                     messages.push(StoredMessage {
                         seq,
                         subject,
                         payload: reply.payload,
+                        stored_at,
                     });
                     if !batched {
                         return Ok((messages, true));

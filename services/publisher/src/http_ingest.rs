@@ -1,5 +1,7 @@
 //! `POST /v1/events`: authenticate, limit, parse, validate, store, answer 202.
 
+use std::time::Instant;
+
 use async_nats::connection::State as NatsState;
 use axum::{
     Json,
@@ -12,16 +14,35 @@ use herald_shared::{
     envelope::{MAX_ENVELOPE_BYTES, parse_event},
     error_code::ErrorCode,
     jwt::{PUBLISH_SCOPE, ServiceClaims},
+    trace_context,
 };
+use tracing::Instrument;
 
-use crate::{error::ApiError, publish::publish, state::AppState};
+use crate::{error::ApiError, metrics::Source, publish::publish, state::AppState};
 
-#[tracing::instrument(name = "post_event", skip_all, fields(event.id, event.type))]
+/// The request's span continues the caller's trace (its `traceparent`), and
+/// every notification stored for it carries the span on, to the delivery.
 pub(crate) async fn post_event(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
+    let span = tracing::info_span!(
+        "post_event",
+        "event.id" = tracing::field::Empty,
+        "event.type" = tracing::field::Empty,
+    );
+    trace_context::set_parent_http(&span, &headers);
+    accept_event(state, headers, body).instrument(span).await
+}
+
+async fn accept_event(
+    state: AppState,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
+    // Counted once, however this ends; `rejected` until it is valid.
+    let mut outcome = state.metrics.event(Source::Http);
     authorize(&state, &headers)?;
     require_json(&headers)?;
     let too_large = || {
@@ -41,7 +62,9 @@ pub(crate) async fn post_event(
         .await
         .map_err(|_| too_large())?;
 
-    let event = parse_event(&bytes)?;
+    let parsing = Instant::now();
+    let event = parse_event(&bytes).inspect_err(|_| outcome.type_claimed_by(&bytes))?;
+    outcome.storing(event.event_type);
     let span = tracing::Span::current();
     span.record("event.id", event.id.as_str());
     span.record("event.type", event.event_type.as_str());
@@ -61,6 +84,7 @@ pub(crate) async fn post_event(
                 "the event could not be stored; retry with the same id",
             )
         })?;
+    outcome.stored(accepted.duplicate, parsing.elapsed());
     tracing::debug!(
         n_channels = accepted.published.len(),
         duplicate = accepted.duplicate,

@@ -9,13 +9,14 @@
 pub mod config;
 mod error;
 mod http_ingest;
+mod metrics;
 mod nats_ingest;
 mod ops;
 mod publish;
 mod state;
 pub mod streams;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{
@@ -27,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::{Args, Config};
-use crate::{nats_ingest::Ingest, state::AppState};
+use crate::{metrics::Metrics, nats_ingest::Ingest, state::AppState};
 
 /// Connects to NATS, ensures the streams, serves HTTP on `listener` and
 /// consumes domain events (unless disabled) until `shutdown` completes.
@@ -46,6 +47,8 @@ pub async fn run(
         .context("ensuring the notification stream")?;
     tracing::info!(%epoch, "Notification stream ready.");
 
+    // One registry for HTTP and NATS ingest alike.
+    let metrics = Arc::new(Metrics::new());
     // Fires on `shutdown`, or when the HTTP server fails: both stop together.
     let stop = CancellationToken::new();
     let ingest = match &config.ingest {
@@ -62,13 +65,14 @@ pub async fn run(
                 jetstream: jetstream.clone(),
                 limits: limits.clone(),
                 publish_window: config.publish_window,
+                metrics: metrics.clone(),
             };
             Some(ingest.spawn(consumer, stop.clone()))
         }
         None => None,
     };
 
-    let state = AppState::new(config, nats.clone(), jetstream);
+    let state = AppState::new(config, nats.clone(), jetstream, metrics);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Publisher listening.");
     let http = async {
@@ -111,5 +115,6 @@ fn router(state: AppState) -> Router {
         .route("/v1/events", post(http_ingest::post_event))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .with_state(state)
 }

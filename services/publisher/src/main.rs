@@ -10,7 +10,7 @@ const EX_USAGE: i32 = 64;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.log.log_format);
+    let telemetry = telemetry::init(args.log.log_format, "herald-publisher");
     let config = match Config::try_from(args) {
         Ok(config) => config,
         Err(err) => {
@@ -19,5 +19,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let listener = net::bind(config.listen)?;
-    herald_publisher::run(config, listener, shutdown::signal()).await
+    let ran = herald_publisher::run(config, listener, shutdown::signal()).await;
+    // After the drain, so its spans are exported too.
+    telemetry.shutdown().await;
+    ran
 }

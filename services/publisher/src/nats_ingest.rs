@@ -14,7 +14,11 @@
 //! the message's place in the domain stream, and a dead letter's `Nats-Msg-Id`
 //! is derived the same way, so JetStream's dedup windows store each once.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_nats::{
     HeaderMap,
@@ -34,11 +38,14 @@ use herald_shared::{
     error_code::{ErrorBody, ErrorCode, FieldError},
     ids::EventId,
     subject::{dead_letter_message_id, dead_letter_subject, event_type_from_domain_subject},
+    trace_context,
 };
 use time::OffsetDateTime;
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
+use tracing::Instrument;
 
 use crate::{
+    metrics::{Metrics, Source},
     publish::publish,
     streams::{EnsureError, IngestLimits, ensure_domain_streams},
 };
@@ -70,9 +77,11 @@ pub(crate) struct Ingest {
     pub(crate) limits: IngestLimits,
     /// Acks in flight per event, as for an HTTP request.
     pub(crate) publish_window: usize,
+    /// Shared with the HTTP side.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-/// Messages handled by this process, for the logs (metrics come later).
+/// Messages handled by this process, for the logs (the metrics count them by label).
 #[derive(Debug, Default)]
 struct Counts {
     n_stored: u64,
@@ -159,7 +168,19 @@ impl Ingest {
                 next = messages.next() => next,
             };
             let message = next.ok_or(ConsumeError::Ended)??;
-            let settle = self.handle(&message, counts).await;
+            // One span per message, continuing the domain service's trace if
+            // the message names one (its `traceparent` header).
+            let span = tracing::info_span!(
+                parent: None,
+                "ingest_event",
+                subject = %message.subject,
+                "event.id" = tracing::field::Empty,
+                "event.type" = tracing::field::Empty,
+            );
+            if let Some(headers) = &message.headers {
+                trace_context::set_parent(&span, headers);
+            }
+            let settle = self.handle(&message, counts).instrument(span).await;
             if cancel.is_cancelled() {
                 // Stop pulling before settling: settling lets JetStream hand out
                 // the next message, which should go to a replica that stays
@@ -174,6 +195,8 @@ impl Ingest {
 
     /// Stores or dead-letters one message and says how to settle it.
     async fn handle(&self, message: &Message, counts: &mut Counts) -> Settle {
+        // Counted once per delivery, however this ends; `rejected` until it is valid.
+        let mut outcome = self.metrics.event(Source::Nats);
         let delivery = match message.info() {
             Ok(info) => Delivery {
                 subject: message.subject.to_string(),
@@ -189,12 +212,26 @@ impl Ingest {
                 return Settle::Terminate;
             }
         };
+        self.metrics.observe_ingest_lag(delivery.stored_at);
+        let parsing = Instant::now();
         let event = match validate(&delivery, &message.payload) {
-            Ok(event) => event,
+            Ok(event) => {
+                let span = tracing::Span::current();
+                span.record("event.id", event.id.as_str());
+                span.record("event.type", event.event_type.as_str());
+                event
+            }
             Err(refusal) => {
-                return self.dead_letter(message, &delivery, refusal, counts).await;
+                outcome.type_claimed_by(&message.payload);
+                let settle = self.dead_letter(message, &delivery, refusal, counts).await;
+                if settle != Settle::Terminate {
+                    // Not even dead-lettered: it comes back.
+                    outcome.failed();
+                }
+                return settle;
             }
         };
+        outcome.storing(event.event_type);
         let stored = with_progress(
             message,
             self.limits.ack_wait,
@@ -204,6 +241,7 @@ impl Ingest {
         match stored {
             Ok(accepted) => {
                 counts.n_stored += 1;
+                outcome.stored(accepted.duplicate, parsing.elapsed());
                 tracing::debug!(
                     subject = %delivery.subject,
                     stream_seq = delivery.stream_seq,
@@ -276,6 +314,7 @@ impl Ingest {
         match stored {
             Ok(ack) => {
                 counts.n_dead_lettered += 1;
+                self.metrics.dead_lettered(record.code);
                 tracing::warn!(
                     subject = %delivery.subject,
                     stream_seq = delivery.stream_seq,

@@ -1,13 +1,17 @@
-//! Health and readiness.
+//! Health, readiness and metrics.
 
 use async_nats::connection::State;
-use axum::{extract::State as AxumState, http::StatusCode};
+use axum::{
+    extract::State as AxumState,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
 use herald_shared::{
     error_code::ErrorCode,
     stream::{DOMAIN_STREAM, NOTIFY_STREAM},
 };
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::ApiError, metrics, state::AppState};
 
 /// The process is alive.
 pub(crate) async fn healthz() -> StatusCode {
@@ -36,4 +40,13 @@ pub(crate) async fn readyz(AxumState(state): AxumState<AppState>) -> Result<Stat
         })?;
     }
     Ok(StatusCode::OK)
+}
+
+/// `GET /metrics`: this publisher's metrics in the Prometheus text format.
+pub(crate) async fn metrics(AxumState(state): AxumState<AppState>) -> impl IntoResponse {
+    let connected = state.nats.connection_state() == State::Connected;
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(connected),
+    )
 }

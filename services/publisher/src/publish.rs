@@ -11,6 +11,7 @@ use herald_shared::{
     api::{PublishAccepted, PublishedChannel},
     envelope::ValidEvent,
     subject::{message_id, stored_subject},
+    trace_context,
 };
 
 /// Storing failed: JetStream did not take or did not acknowledge a message.
@@ -23,7 +24,8 @@ pub(crate) struct PublishError(#[source] async_nats::Error);
 ///
 /// Each message carries `Nats-Msg-Id: <subject>|<event id>`, so a retry of
 /// the same event within the dedup window stores nothing and is answered
-/// with the original seqs.
+/// with the original seqs. Each also carries the current span's
+/// `traceparent` (and `tracestate`), so its delivery joins the same trace.
 pub(crate) async fn publish(
     jetstream: &jetstream::Context,
     event: &ValidEvent,
@@ -33,10 +35,13 @@ pub(crate) async fn publish(
     let payload = Bytes::from(
         serde_json::to_vec(&event.notification()).map_err(|err| PublishError(err.into()))?,
     );
+    // Likewise the trace context: written once, copied into each message.
+    let mut trace_headers = HeaderMap::new();
+    trace_context::inject(&mut trace_headers);
     let acks: Vec<_> = stream::iter(event.channels.iter().cloned())
         .map(|channel| {
             let subject = stored_subject(&channel);
-            let mut headers = HeaderMap::new();
+            let mut headers = trace_headers.clone();
             headers.insert(
                 NATS_MESSAGE_ID,
                 message_id(&subject, event.id.as_str()).as_str(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 
-use crate::config::Config;
+use crate::{config::Config, metrics::Metrics};
 
 /// Cheap to clone: the NATS handles are `Clone`, the config sits behind an `Arc`.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) nats: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
+    /// This publisher's own registry, served at `GET /metrics`.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -19,11 +21,13 @@ impl AppState {
         config: Config,
         nats: async_nats::Client,
         jetstream: jetstream::Context,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config: Arc::new(config),
             nats,
             jetstream,
+            metrics,
         }
     }
 }

@@ -1,0 +1,414 @@
+//! The edge's Prometheus metrics, served at `GET /metrics` in the Prometheus
+//! text format (0.0.4).
+//!
+//! One registry per node, held in `AppState`: nothing is global, so the tests
+//! can run several edges in one process and read each one's own numbers.
+//! Sessions, the handshake, the hub and replays report through the small
+//! methods below; the metric families themselves stay private here.
+
+use std::time::SystemTime;
+
+use herald_shared::error_code::ErrorCode;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, LabelSetEncoder, prometheus_text},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// The `Content-Type` of `GET /metrics`.
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// How a client is connected: the `transport` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Transport {
+    WebSocket,
+    /// Server-sent events (`GET /v1/sse`).
+    Sse,
+}
+
+/// What a queued frame is, for what its socket write reports.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "read by the session's socket write once the outbox carries it"
+    )
+)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    /// Not an event: `welcome`, `pong`, `error`, …
+    #[default]
+    Control,
+    /// An event read from the stream's history by a replay: a delivery, but
+    /// its age is not a delivery latency.
+    Replayed,
+    /// A live event, or a gap repair of one; `stored_at` is its
+    /// `Nats-Time-Stamp`, the start of its delivery latency.
+    Live { stored_at: Option<SystemTime> },
+}
+
+/// Counts a connection as open until dropped.
+#[derive(Debug)]
+#[must_use = "the connection counts as open until the guard is dropped"]
+pub(crate) struct ConnectionGuard(Gauge);
+
+/// The node's registry and its metric families; shared as `Arc<Metrics>`.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    connections: Family<Transport, Gauge>,
+    connections_opened: Family<Transport, Counter>,
+    deliveries: Counter,
+    delivery_latency: Histogram,
+    replays: Counter,
+    replayed_events: Counter,
+    history_truncated: Counter,
+    gaps_repaired: Counter,
+    repaired_events: Counter,
+    slow_consumer_disconnects: Counter,
+    auth_failures: Family<Code, Counter>,
+    nats_connected: Gauge,
+}
+
+/// The `code` label: an [`ErrorCode`]'s wire string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Code(ErrorCode);
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let metrics = Self {
+            registry: Registry::with_prefix("herald_edge"),
+            connections: Family::default(),
+            connections_opened: Family::default(),
+            deliveries: Counter::default(),
+            // 0.5 ms … 4.1 s, doubling.
+            delivery_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            replays: Counter::default(),
+            replayed_events: Counter::default(),
+            history_truncated: Counter::default(),
+            gaps_repaired: Counter::default(),
+            repaired_events: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            auth_failures: Family::default(),
+            nats_connected: Gauge::default(),
+        };
+        // Known label values show from the start, at 0, so the first
+        // increment is a change a `rate()` can see.
+        for transport in [Transport::WebSocket, Transport::Sse] {
+            let _ = metrics.connections.get_or_create(&transport);
+            let _ = metrics.connections_opened.get_or_create(&transport);
+        }
+        for code in [
+            ErrorCode::MissingToken,
+            ErrorCode::InvalidToken,
+            ErrorCode::ExpiredToken,
+            ErrorCode::ForbiddenNamespace,
+        ] {
+            let _ = metrics.auth_failures.get_or_create(&Code(code));
+        }
+        metrics.register()
+    }
+
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "connections",
+            "Client connections open now, by transport",
+            self.connections.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "Client connections admitted (token accepted), by transport",
+            self.connections_opened.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Event frames written to client sockets, live and replayed",
+            self.deliveries.clone(),
+        );
+        r.register_with_unit(
+            "delivery_latency",
+            "Time from a live notification's store in JetStream (Nats-Time-Stamp) to its socket write",
+            Unit::Seconds,
+            self.delivery_latency.clone(),
+        );
+        r.register(
+            "replays",
+            "Channels resumed from a client's cursor (since)",
+            self.replays.clone(),
+        );
+        r.register(
+            "replayed_events",
+            "Events queued by those replays",
+            self.replayed_events.clone(),
+        );
+        r.register(
+            "history_truncated",
+            "history_truncated frames sent: a cursor of another epoch, or older than the stream holds",
+            self.history_truncated.clone(),
+        );
+        r.register(
+            "gaps_repaired",
+            "Gaps in a channel's live messages found and filled from the stream",
+            self.gaps_repaired.clone(),
+        );
+        r.register(
+            "repaired_events",
+            "Events delivered from the stream by gap repairs",
+            self.repaired_events.clone(),
+        );
+        r.register(
+            "slow_consumer_disconnects",
+            "Sockets cut off with SLOW_CONSUMER for reading too slowly",
+            self.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Tokens refused, by error code",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "nats_connected",
+            "1 while connected to NATS, else 0",
+            self.nats_connected.clone(),
+        );
+        self
+    }
+
+    /// A replay of one channel finished, having queued `n_events` events.
+    pub(crate) fn replay_finished(&self, n_events: u64) {
+        self.replays.inc();
+        self.replayed_events.inc_by(n_events);
+    }
+
+    /// A `history_truncated` frame was sent.
+    pub(crate) fn history_truncated(&self) {
+        self.history_truncated.inc();
+    }
+
+    /// A gap was filled from the stream with `n_events` events.
+    pub(crate) fn gap_repaired(&self, n_events: u64) {
+        self.gaps_repaired.inc();
+        self.repaired_events.inc_by(n_events);
+    }
+
+    /// Everything, in the Prometheus text format; `nats_connected` is read at scrape time.
+    pub(crate) fn render(&self, nats_connected: bool) -> String {
+        self.nats_connected.set(i64::from(nats_connected));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+/// Reported by sessions and the handshake.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "called from session.rs and handshake.rs once they are wired"
+    )
+)]
+impl Metrics {
+    /// An admitted connection; it counts as open until the guard drops.
+    pub(crate) fn connection_opened(&self, transport: Transport) -> ConnectionGuard {
+        self.connections_opened.get_or_create(&transport).inc();
+        let open = self.connections.get_or_create_owned(&transport);
+        open.inc();
+        ConnectionGuard(open)
+    }
+
+    /// A token was refused with `code` (at the handshake, in an `auth`
+    /// frame, or at `exp` without a refresh).
+    pub(crate) fn auth_failed(&self, code: ErrorCode) {
+        self.auth_failures.get_or_create(&Code(code)).inc();
+    }
+
+    /// A socket was cut off with `SLOW_CONSUMER`.
+    pub(crate) fn slow_consumer(&self) {
+        self.slow_consumer_disconnects.inc();
+    }
+
+    /// Frames of these kinds were just written (flushed) to a socket: counts
+    /// the events, and observes each live one's latency since it was stored.
+    pub(crate) fn frames_written(&self, kinds: impl IntoIterator<Item = FrameKind>) {
+        let now = SystemTime::now();
+        let mut n_events = 0;
+        for kind in kinds {
+            match kind {
+                FrameKind::Control => {}
+                FrameKind::Replayed => n_events += 1,
+                FrameKind::Live { stored_at } => {
+                    n_events += 1;
+                    // A clock step backwards reads as 0 rather than vanishing.
+                    if let Some(stored_at) = stored_at {
+                        let latency = now.duration_since(stored_at).unwrap_or_default();
+                        self.delivery_latency.observe(latency.as_secs_f64());
+                    }
+                }
+            }
+        }
+        if n_events > 0 {
+            self.deliveries.inc_by(n_events);
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Parses a `Nats-Time-Stamp` header value (RFC 3339 with nanoseconds, UTC),
+/// as JetStream stamps stored, republished and directly read messages.
+pub(crate) fn parse_time_stamp(value: &str) -> Option<SystemTime> {
+    OffsetDateTime::parse(value, &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+            Self::Sse => "sse",
+        }
+    }
+}
+
+impl EncodeLabelSet for Transport {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("transport", self.as_str())].encode(encoder)
+    }
+}
+
+impl EncodeLabelSet for Code {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("code", self.0.as_str())].encode(encoder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The value of the sample line `name` (with its labels) in `text`.
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn every_family_is_exported_under_its_prefixed_name() {
+        let text = Metrics::new().render(true);
+        for name in [
+            "herald_edge_connections",
+            "herald_edge_connections_opened_total",
+            "herald_edge_deliveries_total",
+            "herald_edge_delivery_latency_seconds",
+            "herald_edge_replays_total",
+            "herald_edge_replayed_events_total",
+            "herald_edge_history_truncated_total",
+            "herald_edge_gaps_repaired_total",
+            "herald_edge_repaired_events_total",
+            "herald_edge_slow_consumer_disconnects_total",
+            "herald_edge_auth_failures_total",
+            "herald_edge_nats_connected",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing from:\n{text}"
+            );
+        }
+        assert_eq!(sample(&text, "herald_edge_nats_connected"), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"herald_edge_connections{transport="sse"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"herald_edge_auth_failures_total{code="EXPIRED_TOKEN"}"#
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn a_connection_counts_as_open_until_its_guard_drops() {
+        let metrics = Metrics::new();
+        let guard = metrics.connection_opened(Transport::WebSocket);
+        let open = r#"herald_edge_connections{transport="websocket"}"#;
+        assert_eq!(sample(&metrics.render(true), open), Some(1.0));
+        drop(guard);
+        let text = metrics.render(false);
+        assert_eq!(sample(&text, open), Some(0.0));
+        assert_eq!(
+            sample(
+                &text,
+                r#"herald_edge_connections_opened_total{transport="websocket"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "herald_edge_nats_connected"), Some(0.0));
+    }
+
+    #[test]
+    fn events_are_counted_and_only_live_ones_have_a_latency() {
+        let metrics = Metrics::new();
+        let stored_at = SystemTime::now() - Duration::from_millis(3);
+        metrics.frames_written([
+            FrameKind::Control,
+            FrameKind::Replayed,
+            FrameKind::Live {
+                stored_at: Some(stored_at),
+            },
+            FrameKind::Live { stored_at: None },
+        ]);
+        metrics.slow_consumer();
+        metrics.auth_failed(ErrorCode::InvalidToken);
+        let text = metrics.render(true);
+        assert_eq!(sample(&text, "herald_edge_deliveries_total"), Some(3.0));
+        assert_eq!(
+            sample(&text, "herald_edge_delivery_latency_seconds_count"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"herald_edge_delivery_latency_seconds_bucket{le="0.0005"}"#
+            ),
+            Some(0.0),
+            "3 ms is above the first bucket"
+        );
+        assert_eq!(
+            sample(&text, "herald_edge_slow_consumer_disconnects_total"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"herald_edge_auth_failures_total{code="INVALID_TOKEN"}"#
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn nats_time_stamps_parse_with_nanoseconds() {
+        let parsed = parse_time_stamp("2026-11-26T10:00:00.123456789Z").unwrap();
+        let since_epoch = parsed.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(since_epoch.subsec_nanos(), 123_456_789);
+        assert_eq!(since_epoch.as_secs(), 1_795_687_200);
+        assert_eq!(parse_time_stamp("yesterday"), None);
+    }
+}

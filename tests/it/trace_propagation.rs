@@ -1,0 +1,200 @@
+//! Tracing: one trace runs from the caller's `traceparent` through the stored
+//! message's headers to the edge's `deliver` span.
+//!
+//! The spans are collected in memory by a subscriber set for this thread only
+//! (`set_default`), so the process-wide subscriber the other tests use is
+//! untouched. The tests run on a current-thread runtime, where the in-process
+//! publisher and edge run their tasks on this same thread, under it.
+
+use async_nats::{HeaderMap, jetstream};
+use herald_shared::{
+    events::EventType,
+    frames::ServerFrame,
+    stream::NOTIFY_STREAM,
+    subject::domain_subject,
+    trace_context::{TRACEPARENT, TRACESTATE},
+};
+use herald_tests::{
+    WAIT,
+    apps::Stack,
+    clients::{WsClient, calendar_event, service_token, user_token},
+};
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing::{Level, subscriber::DefaultGuard};
+use tracing_subscriber::{filter::Targets, prelude::*};
+
+/// The caller's trace, as a domain service would send it.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
+const CALLER_TRACESTATE: &str = "caller=t61rcWkgMzE";
+
+fn caller_traceparent() -> String {
+    format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01")
+}
+
+/// Collects the services' spans on this thread until the guard drops.
+fn collect_spans() -> (InMemorySpanExporter, DefaultGuard) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            Targets::new()
+                .with_target("herald_publisher", Level::TRACE)
+                .with_target("herald_edge", Level::TRACE),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("trace-propagation")));
+    (exporter, tracing::subscriber::set_default(subscriber))
+}
+
+/// The finished spans named `name`, once there are any (bounded wait).
+async fn finished(exporter: &InMemorySpanExporter, name: &str) -> Vec<SpanData> {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let spans: Vec<SpanData> = exporter
+                .get_finished_spans()
+                .expect("the exporter is running")
+                .into_iter()
+                .filter(|span| span.name == name)
+                .collect();
+            if !spans.is_empty() {
+                return spans;
+            }
+            // Spans end on this thread: let the other tasks run first.
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no `{name}` span in time"))
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+}
+
+fn trace_id() -> TraceId {
+    TraceId::from_hex(TRACE_ID).unwrap()
+}
+
+fn seq_of(frame: &ServerFrame) -> u64 {
+    match frame {
+        ServerFrame::Event { seq, .. } => *seq,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn one_trace_runs_from_the_http_request_through_the_store_to_the_delivery() {
+    // Arrange
+    let (exporter, _collecting) = collect_spans();
+    let stack = Stack::start(1).await;
+    let (mut alice, _) = WsClient::connect_welcomed(
+        &stack
+            .edge()
+            .ws_url(&format!("token={}", user_token("u_1", &[]))),
+    )
+    .await;
+
+    // Act
+    let request = reqwest::Client::new()
+        .post(format!("{}/v1/events", stack.publisher.url()))
+        .bearer_auth(service_token())
+        .header(TRACEPARENT, caller_traceparent())
+        .header(TRACESTATE, CALLER_TRACESTATE)
+        .json(&calendar_event("e1", &["u_1"], &[]))
+        .send();
+    let answer = tokio::time::timeout(WAIT, request)
+        .await
+        .expect("the publisher answers in time")
+        .expect("post");
+    assert_eq!(answer.status(), 202);
+    let seq = seq_of(&alice.next_event().await);
+
+    // Assert: the publisher's span continues the caller's trace…
+    let post_event = finished(&exporter, "post_event").await.remove(0);
+    assert_eq!(post_event.span_context.trace_id(), trace_id());
+    assert_eq!(
+        post_event.parent_span_id,
+        SpanId::from_hex(CALLER_SPAN_ID).unwrap()
+    );
+    assert!(post_event.parent_span_is_remote);
+    assert_eq!(attribute(&post_event, "event.id").as_deref(), Some("e1"));
+
+    // …the stored message carries it on…
+    let jetstream = jetstream::new(async_nats::connect(&stack.nats.url).await.expect("connect"));
+    let stored = jetstream
+        .get_stream(NOTIFY_STREAM)
+        .await
+        .expect("stream")
+        .get_raw_message(seq)
+        .await
+        .expect("the stored message");
+    let traceparent = format!("00-{TRACE_ID}-{}-01", post_event.span_context.span_id());
+    assert_eq!(
+        stored.headers.get(TRACEPARENT).map(|v| v.as_str()),
+        Some(traceparent.as_str())
+    );
+    assert_eq!(
+        stored.headers.get(TRACESTATE).map(|v| v.as_str()),
+        Some(CALLER_TRACESTATE)
+    );
+
+    // …and the edge's delivery of it is a child of the publisher's span.
+    let deliver = finished(&exporter, "deliver").await.remove(0);
+    assert_eq!(deliver.span_context.trace_id(), trace_id());
+    assert_eq!(deliver.parent_span_id, post_event.span_context.span_id());
+    assert_eq!(attribute(&deliver, "channel").as_deref(), Some("user:u_1"));
+    assert_eq!(attribute(&deliver, "seq"), Some(seq.to_string()));
+    assert_eq!(attribute(&deliver, "n_members").as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_domain_message_s_traceparent_is_the_parent_of_its_ingest_and_delivery() {
+    // Arrange
+    let (exporter, _collecting) = collect_spans();
+    let stack = Stack::start(1).await;
+    let (mut alice, _) = WsClient::connect_welcomed(
+        &stack
+            .edge()
+            .ws_url(&format!("token={}", user_token("u_1", &[]))),
+    )
+    .await;
+    let domain = jetstream::new(async_nats::connect(&stack.nats.url).await.expect("connect"));
+
+    // Act
+    let mut headers = HeaderMap::new();
+    headers.insert(TRACEPARENT, caller_traceparent().as_str());
+    let payload = calendar_event("e2", &["u_1"], &[]).to_string();
+    tokio::time::timeout(WAIT, async {
+        domain
+            .publish_with_headers(
+                domain_subject(EventType::CalendarEventUpdated).to_string(),
+                headers,
+                payload.into(),
+            )
+            .await?
+            .await
+    })
+    .await
+    .expect("stored in time")
+    .expect("the domain stream stores it");
+    let seq = seq_of(&alice.next_event().await);
+
+    // Assert
+    let ingest = finished(&exporter, "ingest_event").await.remove(0);
+    assert_eq!(ingest.span_context.trace_id(), trace_id());
+    assert_eq!(
+        ingest.parent_span_id,
+        SpanId::from_hex(CALLER_SPAN_ID).unwrap()
+    );
+    assert_eq!(attribute(&ingest, "event.id").as_deref(), Some("e2"));
+    let deliver = finished(&exporter, "deliver").await.remove(0);
+    assert_eq!(deliver.span_context.trace_id(), trace_id());
+    assert_eq!(deliver.parent_span_id, ingest.span_context.span_id());
+    assert_eq!(attribute(&deliver, "seq"), Some(seq.to_string()));
+}
