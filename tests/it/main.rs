@@ -14,4 +14,5 @@ mod production;
 mod publish_http;
 mod resume;
 mod schemas;
+mod sse;
 mod trace_propagation;

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod nats;
 pub mod proxy;
 pub mod resume;
+pub mod sse;
 pub mod store;
 
 /// Every wait in the tests is bounded by this.

@@ -42,8 +42,8 @@ pub(crate) struct Admitted {
 /// Why a socket is refused: one `error` frame, then the code's close code.
 #[derive(Debug)]
 pub(crate) struct Refusal {
-    code: ErrorCode,
-    message: String,
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
 }
 
 pub(crate) async fn websocket(
@@ -83,7 +83,7 @@ pub(crate) async fn websocket(
 }
 
 /// Checks the token and the requested namespaces.
-fn admit(
+pub(crate) fn admit(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,

@@ -14,6 +14,7 @@ mod outbox;
 mod rate_limit;
 mod replay;
 mod session;
+mod sse;
 mod state;
 mod stream_reader;
 
@@ -114,6 +115,7 @@ pub async fn run(
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/ws", get(handshake::websocket))
+        .route("/v1/sse", get(sse::sse))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -553,7 +553,7 @@ fn read_error(err: axum::Error) -> End {
 }
 
 /// Sleeps until the Unix time `exp` (seconds).
-fn sleep_until_unix(exp: u64) -> tokio::time::Sleep {
+pub(crate) fn sleep_until_unix(exp: u64) -> tokio::time::Sleep {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -1,0 +1,334 @@
+//! `GET /v1/sse`: the same frames over server-sent events, for clients that
+//! cannot open a WebSocket. Channels are fixed at connect (the user's own and
+//! the `ns` list); there are no client frames, so no token refresh either.
+//!
+//! Each `event` carries an SSE `id` that is a complete resume cursor:
+//! `<epoch>/<seq>.<seq>…`, one seq per channel in `welcome`'s order (for a
+//! user-only stream, `<epoch>/41`). The browser sends it back as
+//! `Last-Event-ID` when it reconnects, and each channel resumes from its own
+//! seq, exactly as a WebSocket client's per-channel cursors do.
+//!
+//! Why not one seq? A single seq is only a safe cursor if every channel is
+//! known to be complete up to it; a live copy lost on a quiet channel stays
+//! undetected until the next reconcile pass, and a client resuming from a
+//! later seq of another channel would skip it for good. Per-channel seqs make
+//! that impossible.
+//!
+//! Failures are `error` frames followed by the end of the stream (SSE has no
+//! close codes): a client tells a refusal (`MISSING_TOKEN`, `INVALID_TOKEN`,
+//! `EXPIRED_TOKEN`, `FORBIDDEN_NAMESPACE`: do not retry as is) from a
+//! transient end (`SLOW_CONSUMER`, `NATS_UNAVAILABLE`, a `reconnect` frame, or
+//! no frame at all: reconnect with `Last-Event-ID`) by the last frame's code.
+
+use std::{collections::HashMap, convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures_util::stream;
+use herald_shared::{channel::Channel, error_code::ErrorCode, frames::ServerFrame};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::{
+    handshake::{Admitted, admit},
+    hub::MemberId,
+    outbox::{OutboxReceiver, outbox},
+    replay::{Cursor, Replay},
+    state::AppState,
+};
+
+/// Events buffered between the session and the HTTP body.
+const BODY_BUFFER: usize = 16;
+const LAST_EVENT_ID: &str = "last-event-id";
+
+pub(crate) async fn sse(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let full = state
+        .config
+        .max_connections
+        .is_some_and(|max| state.sessions.len() >= max);
+    if state.draining.is_cancelled() || full {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+        )
+            .into_response();
+    }
+    let (events, body) = mpsc::channel::<Event>(BODY_BUFFER);
+    match admit(&state, &headers, &query) {
+        Err(refusal) => {
+            let frame = ServerFrame::Error {
+                code: refusal.code,
+                message: refusal.message,
+                r#ref: None,
+            };
+            let _ = events.try_send(frame_event(&frame));
+        }
+        Ok(admitted) => {
+            let last_event_id = headers
+                .get(LAST_EVENT_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let session = run(events, state.clone(), admitted, last_event_id);
+            state.sessions.spawn(session.in_current_span());
+        }
+    }
+    let body = stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|e| (Ok::<_, Infallible>(e), body))
+    });
+    let keep_alive = KeepAlive::new()
+        .interval(state.config.heartbeat)
+        .text("heartbeat");
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Sse::new(body).keep_alive(keep_alive),
+    )
+        .into_response()
+}
+
+/// One SSE stream's life: join, replay from the cursor, then write frames
+/// until the client goes, the token expires, or the node drains.
+async fn run(
+    events: mpsc::Sender<Event>,
+    state: AppState,
+    admitted: Admitted,
+    last_event_id: Option<String>,
+) {
+    let member = state.hub.member_id();
+    let mut channels = vec![Channel::user(admitted.user.clone())];
+    channels.extend(admitted.namespaces.iter().cloned().map(Channel::namespace));
+    let (outbox, mut receiver) = outbox(state.config.outbound_queue_bytes);
+    let span = tracing::info_span!("sse", user = %admitted.user);
+
+    let mut notices = admitted.notices;
+    let resume = match last_event_id
+        .as_deref()
+        .map(|id| parse_cursors(id, channels.len()))
+    {
+        None => None,
+        Some(Some(resume)) => Some(resume),
+        Some(None) => {
+            notices.push(ServerFrame::Error {
+                code: ErrorCode::ValidationFailed,
+                message:
+                    "Last-Event-ID does not match this stream's channels; delivery starts live"
+                        .into(),
+                r#ref: None,
+            });
+            None
+        }
+    };
+    outbox.push(
+        ServerFrame::Welcome {
+            session_id: uuid::Uuid::new_v4().to_string(),
+            user: admitted.user.clone(),
+            node: state.config.node_id.clone(),
+            epoch: state.epoch.to_string(),
+            heartbeat_ms: state.config.heartbeat.as_millis() as u64,
+            channels: channels.clone(),
+            token_exp: admitted.claims.exp,
+        }
+        .to_json()
+        .into(),
+    );
+    let replay_failed = tokio_util::sync::CancellationToken::new();
+    let mut replays = tokio::task::JoinSet::new();
+    let mut cursors = Vec::with_capacity(channels.len());
+    for (i, channel) in channels.iter().enumerate() {
+        let since = resume
+            .as_ref()
+            .map(|(epoch, seqs)| (epoch.clone(), seqs[i]));
+        match state
+            .hub
+            .join(channel, member, &outbox, since.is_some())
+            .await
+        {
+            Ok(hw) => {
+                cursors.push(since.as_ref().map_or(hw, |(_, since)| *since));
+                if let Some((epoch, since)) = since {
+                    let replay = Replay {
+                        state: state.clone(),
+                        channel: channel.clone(),
+                        member,
+                        outbox: outbox.clone(),
+                        cursor: Cursor {
+                            since,
+                            epoch: Some(epoch),
+                        },
+                        upto: hw,
+                        failed: replay_failed.clone(),
+                    };
+                    replays.spawn(replay.run().instrument(span.clone()));
+                }
+            }
+            Err(err) => {
+                tracing::warn!(parent: &span, error = %err, "Joining a channel failed.");
+                let frame = ServerFrame::Error {
+                    code: ErrorCode::NatsUnavailable,
+                    message: "retry".into(),
+                    r#ref: None,
+                };
+                let _ = events.send(frame_event(&frame)).await;
+                leave_all(&state, &channels, member);
+                return;
+            }
+        }
+    }
+    for notice in notices {
+        outbox.push(notice.to_json().into());
+    }
+    let mut stream = Stream {
+        events,
+        channels,
+        cursors,
+        epoch: state.epoch.to_string(),
+    };
+    let last = stream
+        .serve(&state, &mut receiver, admitted.claims.exp, &replay_failed)
+        .instrument(span)
+        .await;
+    if let Some(frame) = last {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            stream.events.send(frame_event(&frame)),
+        )
+        .await;
+    }
+    leave_all(&state, &stream.channels, member);
+}
+
+struct Stream {
+    events: mpsc::Sender<Event>,
+    channels: Vec<Channel>,
+    /// The last seq sent per channel, in `channels` order: the SSE `id`.
+    cursors: Vec<u64>,
+    epoch: String,
+}
+
+impl Stream {
+    /// Writes frames until the stream must end; returns its last frame, if any.
+    async fn serve(
+        &mut self,
+        state: &AppState,
+        receiver: &mut OutboxReceiver,
+        exp: u64,
+        replay_failed: &tokio_util::sync::CancellationToken,
+    ) -> Option<ServerFrame> {
+        let overflowed = receiver.overflowed().clone();
+        let expiry = crate::session::sleep_until_unix(exp);
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                biased;
+                () = state.draining.cancelled() => return Some(ServerFrame::Reconnect { reason: "draining".into() }),
+                () = overflowed.cancelled() => return Some(error(ErrorCode::SlowConsumer, "the stream read too slowly; reconnect with Last-Event-ID")),
+                () = replay_failed.cancelled() => return Some(error(ErrorCode::NatsUnavailable, "the history could not be read; reconnect with Last-Event-ID")),
+                () = &mut expiry => return Some(error(ErrorCode::ExpiredToken, "the token expired; reconnect with a fresh one")),
+                () = self.events.closed() => return None,
+                Some(frame) = receiver.recv() => {
+                    let len = frame.len();
+                    let event = self.event_for(&frame);
+                    let sent = tokio::select! {
+                        sent = self.events.send(event) => sent.is_ok(),
+                        () = overflowed.cancelled() => return Some(error(ErrorCode::SlowConsumer, "the stream read too slowly; reconnect with Last-Event-ID")),
+                        () = state.draining.cancelled() => return Some(ServerFrame::Reconnect { reason: "draining".into() }),
+                    };
+                    receiver.release(len);
+                    if !sent {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// An `event` frame advances its channel's cursor and carries the whole cursor as `id`.
+    fn event_for(&mut self, frame: &str) -> Event {
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            channel: Option<String>,
+            #[serde(default)]
+            seq: Option<u64>,
+        }
+        let event = Event::default().data(frame);
+        let Ok(Head {
+            kind,
+            channel: Some(channel),
+            seq: Some(seq),
+        }) = serde_json::from_str::<Head>(frame)
+        else {
+            return event;
+        };
+        let Some(i) = self.channels.iter().position(|c| c.to_string() == channel) else {
+            return event;
+        };
+        if kind != "event" {
+            return event;
+        }
+        self.cursors[i] = self.cursors[i].max(seq);
+        let seqs: Vec<String> = self.cursors.iter().map(u64::to_string).collect();
+        event.id(format!("{}/{}", self.epoch, seqs.join(".")))
+    }
+}
+
+/// `<epoch>/<seq>.<seq>…` with one seq per channel.
+fn parse_cursors(id: &str, n_channels: usize) -> Option<(String, Vec<u64>)> {
+    let (epoch, seqs) = id.rsplit_once('/')?;
+    let seqs: Vec<u64> = seqs
+        .split('.')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (seqs.len() == n_channels).then(|| (epoch.to_string(), seqs))
+}
+
+fn frame_event(frame: &ServerFrame) -> Event {
+    Event::default().data(frame.to_json())
+}
+
+fn error(code: ErrorCode, message: &str) -> ServerFrame {
+    ServerFrame::Error {
+        code,
+        message: message.into(),
+        r#ref: None,
+    }
+}
+
+fn leave_all(state: &AppState, channels: &[Channel], member: MemberId) {
+    for channel in channels {
+        state.hub.leave(channel, member);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cursors;
+
+    #[test]
+    fn cursors_need_an_epoch_and_one_seq_per_channel() {
+        assert_eq!(parse_cursors("ep/41", 1), Some(("ep".into(), vec![41])));
+        assert_eq!(
+            parse_cursors("0190-ab/41.57", 2),
+            Some(("0190-ab".into(), vec![41, 57]))
+        );
+        assert_eq!(parse_cursors("ep/41", 2), None);
+        assert_eq!(parse_cursors("41", 1), None);
+        assert_eq!(parse_cursors("ep/4x", 1), None);
+    }
+}
