@@ -25,7 +25,8 @@ pub struct Args {
     /// This node's name, sent in `welcome` [default: the host name].
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
-    /// Heartbeat interval announced in `welcome`, in milliseconds.
+    /// WebSocket ping (and SSE comment) interval, in milliseconds; a peer
+    /// silent for two intervals is dropped. Announced in `welcome`.
     #[arg(long, env = "HERALD_HEARTBEAT_MS", default_value_t = 25_000)]
     pub heartbeat_ms: u64,
     /// Most namespaces one socket may join.
