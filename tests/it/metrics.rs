@@ -9,6 +9,7 @@ use herald_tests::{
     metrics::{scrape, wait_for},
     nats::NatsServer,
     resume::{ResumingClient, Seqs},
+    sse::SseClient,
     store::store_without_live_copy,
 };
 use serde_json::json;
@@ -177,7 +178,6 @@ async fn the_edge_counts_repaired_gaps_replays_and_truncated_histories() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "until handshake.rs calls Metrics::auth_failed (see services/edge/src/metrics.rs)"]
 async fn the_edge_counts_refused_tokens_by_code() {
     let stack = Stack::start(1).await;
     let mut client = WsClient::connect(&stack.edge().ws_url("token=garbage")).await;
@@ -206,7 +206,6 @@ async fn the_edge_counts_refused_tokens_by_code() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "until session.rs and outbox.rs report connections and writes (see services/edge/src/metrics.rs)"]
 async fn the_edge_counts_connections_deliveries_and_their_latency() {
     let stack = Stack::start(1).await;
     let edge = edge_url(stack.edge());
@@ -233,4 +232,34 @@ async fn the_edge_counts_connections_deliveries_and_their_latency() {
 
     client.close().await;
     wait_for(&edge, "herald_edge_connections", &websocket, |n| n == 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_counts_sse_connections_and_deliveries() {
+    let stack = Stack::start(1).await;
+    let edge = edge_url(stack.edge());
+    let sse = [("transport", "sse")];
+    let url = format!("{edge}/v1/sse?token={}", user_token("u1", &[]));
+    let mut stream = SseClient::connect(&url, None).await;
+    stream.next_event().await; // welcome
+    assert_eq!(
+        scrape(&edge).await.get("herald_edge_connections", &sse),
+        Some(1.0)
+    );
+
+    stack.publish(&calendar_event("e1", &["u1"], &[])).await;
+    stream.next_event().await;
+    wait_for(&edge, "herald_edge_deliveries_total", &[], |n| n == 1.0).await;
+    let latencies = "herald_edge_delivery_latency_seconds_count";
+    assert_eq!(scrape(&edge).await.get(latencies, &[]), Some(1.0));
+
+    drop(stream);
+    wait_for(&edge, "herald_edge_connections", &sse, |n| n == 0.0).await;
+    let refused = format!("{edge}/v1/sse?token=garbage");
+    SseClient::connect(&refused, None).await.next_event().await;
+    let invalid = [("code", "INVALID_TOKEN")];
+    wait_for(&edge, "herald_edge_auth_failures_total", &invalid, |n| {
+        n == 1.0
+    })
+    .await;
 }

@@ -82,8 +82,21 @@ pub(crate) async fn websocket(
         })
 }
 
-/// Checks the token and the requested namespaces.
+/// Checks the token and the requested namespaces (for WebSocket and SSE
+/// alike); a refusal is counted in the metrics by its code.
 pub(crate) fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Admitted, Refusal> {
+    let admission = check(state, headers, query);
+    if let Err(refusal) = &admission {
+        state.metrics.auth_failed(refusal.code);
+    }
+    admission
+}
+
+fn check(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,

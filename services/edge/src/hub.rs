@@ -454,8 +454,5 @@ impl Forwarding {
 /// Queues a live event frame on a member's outbox; `kind` is what its socket
 /// write reports to the metrics (a delivery and its latency).
 fn queue(outbox: &Outbox, frame: Utf8Bytes, kind: FrameKind) {
-    // The outbox does not carry a frame's kind yet; once it does, this is
-    // `outbox.push_with(frame, kind)`.
-    let _ = kind;
-    outbox.push(frame);
+    outbox.push_with(frame, kind);
 }

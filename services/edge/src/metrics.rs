@@ -33,13 +33,6 @@ pub(crate) enum Transport {
 }
 
 /// What a queued frame is, for what its socket write reports.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "read by the session's socket write once the outbox carries it"
-    )
-)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum FrameKind {
     /// Not an event: `welcome`, `pong`, `error`, …
@@ -208,13 +201,6 @@ impl Metrics {
 }
 
 /// Reported by sessions and the handshake.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "called from session.rs and handshake.rs once they are wired"
-    )
-)]
 impl Metrics {
     /// An admitted connection; it counts as open until the guard drops.
     pub(crate) fn connection_opened(&self, transport: Transport) -> ConnectionGuard {

@@ -14,17 +14,26 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::FrameKind;
+
+/// One queued frame, and what its socket write reports to the metrics.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) text: Utf8Bytes,
+    pub(crate) kind: FrameKind,
+}
+
 /// The sending half; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Utf8Bytes>,
+    tx: mpsc::UnboundedSender<Queued>,
     shared: Arc<Shared>,
 }
 
 /// The receiving half, owned by the session.
 #[derive(Debug)]
 pub(crate) struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<Utf8Bytes>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     shared: Arc<Shared>,
 }
 
@@ -59,8 +68,14 @@ pub(crate) fn outbox(max_bytes: usize) -> (Outbox, OutboxReceiver) {
 // === impl Outbox ===
 
 impl Outbox {
-    /// Queues `frame`; `false` when it was refused (overflow, or the session is gone).
+    /// Queues a control frame (not an event); `false` when it was refused
+    /// (overflow, or the session is gone).
     pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_with(frame, FrameKind::Control)
+    }
+
+    /// Queues `frame` of `kind`; `false` when it was refused.
+    pub(crate) fn push_with(&self, frame: Utf8Bytes, kind: FrameKind) -> bool {
         let shared = &self.shared;
         if shared.overflowed.is_cancelled() {
             return false;
@@ -72,14 +87,14 @@ impl Outbox {
             shared.overflowed.cancel();
             return false;
         }
-        self.tx.send(frame).is_ok()
+        self.tx.send(Queued { text: frame, kind }).is_ok()
     }
 
     /// Queues `frame` once the queue is at most half full, waiting for the
     /// socket to drain it; for replay, which must not overflow a socket that
     /// reads fine, and must leave room for live frames. `false` when the
     /// socket overflowed or is gone.
-    pub(crate) async fn push_when_room(&self, frame: Utf8Bytes) -> bool {
+    pub(crate) async fn push_when_room(&self, frame: Utf8Bytes, kind: FrameKind) -> bool {
         let shared = &self.shared;
         loop {
             let room = shared.room.notified();
@@ -89,7 +104,7 @@ impl Outbox {
                 return false;
             }
             if shared.queued_bytes.load(Ordering::Acquire) + frame.len() <= shared.max_bytes / 2 {
-                return self.push(frame);
+                return self.push_with(frame, kind);
             }
             tokio::select! {
                 () = room => {}
@@ -103,12 +118,12 @@ impl Outbox {
 
 impl OutboxReceiver {
     /// The next frame; `None` when every sender is gone.
-    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
+    pub(crate) async fn recv(&mut self) -> Option<Queued> {
         self.rx.recv().await
     }
 
     /// A frame already queued, without waiting.
-    pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
+    pub(crate) fn try_recv(&mut self) -> Option<Queued> {
         self.rx.try_recv().ok()
     }
 
@@ -140,7 +155,7 @@ mod tests {
         assert!(tx.push(frame(4)));
         assert!(tx.push(frame(6)));
         let first = rx.recv().await.unwrap();
-        rx.release(first.len());
+        rx.release(first.text.len());
         assert!(tx.push(frame(4)), "released room is usable again");
         assert!(!rx.overflowed().is_cancelled());
     }
@@ -151,12 +166,12 @@ mod tests {
         assert!(tx.push(frame(6)));
         let waiting = tokio::spawn({
             let tx = tx.clone();
-            async move { tx.push_when_room(frame(4)).await }
+            async move { tx.push_when_room(frame(4), FrameKind::Replayed).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "6 + 4 bytes is over half of 10");
         let first = rx.recv().await.unwrap();
-        rx.release(first.len());
+        rx.release(first.text.len());
         assert!(waiting.await.unwrap());
     }
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     hub::MemberId,
+    metrics::FrameKind,
     outbox::Outbox,
     state::AppState,
     stream_reader::{Range, ReadError},
@@ -107,7 +108,11 @@ impl Replay {
                 else {
                     continue;
                 };
-                if !self.outbox.push_when_room(Utf8Bytes::from(frame)).await {
+                if !self
+                    .outbox
+                    .push_when_room(Utf8Bytes::from(frame), FrameKind::Replayed)
+                    .await
+                {
                     // The socket is gone or cut off; it resumes again later.
                     return Ok((n_replayed, self.upto));
                 }

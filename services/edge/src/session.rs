@@ -26,7 +26,8 @@ use tracing::Instrument;
 use crate::{
     handshake::Admitted,
     hub::MemberId,
-    outbox::{Outbox, OutboxReceiver, outbox},
+    metrics::{FrameKind, Metrics, Transport},
+    outbox::{Outbox, OutboxReceiver, Queued, outbox},
     rate_limit::{RateLimiter, Verdict},
     replay::{Cursor, Replay},
     state::AppState,
@@ -81,6 +82,7 @@ pub(crate) async fn run(socket: WebSocket, state: AppState, admitted: Admitted) 
     let session_id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("session", %session_id, user = %admitted.user);
     async move {
+        let _connection = state.metrics.connection_opened(Transport::WebSocket);
         let (outbox, receiver) = outbox(state.config.outbound_queue_bytes);
         let mut session = Session {
             member: state.hub.member_id(),
@@ -197,7 +199,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = draining.cancelled() => break drained(),
-                () = overflowed.cancelled() => break slow_consumer(),
+                () = overflowed.cancelled() => break slow_consumer(&self.state.metrics),
                 () = replay_failed.cancelled() => break End::Close {
                     code: CLOSE_TRY_AGAIN,
                     reason: "replay failed",
@@ -207,7 +209,7 @@ impl Session {
                         r#ref: None,
                     }),
                 },
-                () = &mut expiry => break token_expired(),
+                () = &mut expiry => break token_expired(&self.state.metrics),
                 _ = heartbeat.tick() => {
                     // Silent for two intervals (no frame, no pong): the peer is gone.
                     if last_heard.elapsed() >= heartbeat_every * 2 {
@@ -216,15 +218,15 @@ impl Session {
                     }
                     tokio::select! {
                         sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { break End::Gone },
-                        () = overflowed.cancelled() => break slow_consumer(),
+                        () = overflowed.cancelled() => break slow_consumer(&self.state.metrics),
                         () = draining.cancelled() => break drained(),
                     }
                 }
                 Some(frame) = receiver.recv() => {
                     // A stuck write must not hide an overflow or a drain.
                     tokio::select! {
-                        written = write_batch(&mut sink, &mut receiver, frame) => if written.is_err() { break End::Gone },
-                        () = overflowed.cancelled() => break slow_consumer(),
+                        written = write_batch(&mut sink, &mut receiver, frame, &self.state.metrics) => if written.is_err() { break End::Gone },
+                        () = overflowed.cancelled() => break slow_consumer(&self.state.metrics),
                         () = draining.cancelled() => break drained(),
                     }
                 }
@@ -306,16 +308,22 @@ impl Session {
                             token_exp: self.claims.exp,
                         });
                     }
-                    Ok(_) => self.send(ServerFrame::Error {
-                        code: ErrorCode::InvalidToken,
-                        message: "the new token is for another user".into(),
-                        r#ref,
-                    }),
-                    Err(err) => self.send(ServerFrame::Error {
-                        code: err.code(),
-                        message: err.to_string(),
-                        r#ref,
-                    }),
+                    Ok(_) => {
+                        self.state.metrics.auth_failed(ErrorCode::InvalidToken);
+                        self.send(ServerFrame::Error {
+                            code: ErrorCode::InvalidToken,
+                            message: "the new token is for another user".into(),
+                            r#ref,
+                        });
+                    }
+                    Err(err) => {
+                        self.state.metrics.auth_failed(err.code());
+                        self.send(ServerFrame::Error {
+                            code: err.code(),
+                            message: err.to_string(),
+                            r#ref,
+                        });
+                    }
                 }
             }
         }
@@ -430,23 +438,30 @@ impl Session {
     }
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
+/// Writes `first` and whatever else is already queued, then flushes once;
+/// once flushed, reports the written frames to the metrics.
 async fn write_batch(
     sink: &mut Sink,
     receiver: &mut OutboxReceiver,
-    first: Utf8Bytes,
+    first: Queued,
+    metrics: &Metrics,
 ) -> Result<(), axum::Error> {
-    let mut n_bytes = first.len();
-    sink.feed(Message::Text(first)).await?;
+    let mut n_bytes = first.text.len();
+    let mut kinds: Vec<FrameKind> = vec![first.kind];
+    sink.feed(Message::Text(first.text)).await?;
     while n_bytes < MAX_BATCH_BYTES {
         let Some(next) = receiver.try_recv() else {
             break;
         };
-        n_bytes += next.len();
-        sink.feed(Message::Text(next)).await?;
+        n_bytes += next.text.len();
+        kinds.push(next.kind);
+        sink.feed(Message::Text(next.text)).await?;
     }
     let flushed = sink.flush().await;
     receiver.release(n_bytes);
+    if flushed.is_ok() {
+        metrics.frames_written(kinds);
+    }
     flushed
 }
 
@@ -507,7 +522,8 @@ fn rate_limited() -> End {
     }
 }
 
-fn slow_consumer() -> End {
+fn slow_consumer(metrics: &Metrics) -> End {
+    metrics.slow_consumer();
     End::Close {
         code: ErrorCode::SlowConsumer
             .close_code()
@@ -521,7 +537,8 @@ fn slow_consumer() -> End {
     }
 }
 
-fn token_expired() -> End {
+fn token_expired(metrics: &Metrics) -> End {
+    metrics.auth_failed(ErrorCode::ExpiredToken);
     End::Close {
         code: ErrorCode::ExpiredToken
             .close_code()

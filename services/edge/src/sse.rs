@@ -39,6 +39,7 @@ use tracing::Instrument;
 use crate::{
     handshake::{Admitted, admit},
     hub::MemberId,
+    metrics::Transport,
     outbox::{OutboxReceiver, outbox},
     replay::{Cursor, Replay},
     state::AppState,
@@ -107,6 +108,7 @@ async fn run(
     admitted: Admitted,
     last_event_id: Option<String>,
 ) {
+    let _connection = state.metrics.connection_opened(Transport::Sse);
     let member = state.hub.member_id();
     let mut channels = vec![Channel::user(admitted.user.clone())];
     channels.extend(admitted.namespaces.iter().cloned().map(Channel::namespace));
@@ -200,6 +202,13 @@ async fn run(
         .serve(&state, &mut receiver, admitted.claims.exp, &replay_failed)
         .instrument(span)
         .await;
+    if let Some(ServerFrame::Error { code, .. }) = &last {
+        match code {
+            ErrorCode::SlowConsumer => state.metrics.slow_consumer(),
+            ErrorCode::ExpiredToken => state.metrics.auth_failed(*code),
+            _ => {}
+        }
+    }
     if let Some(frame) = last {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
@@ -239,8 +248,8 @@ impl Stream {
                 () = &mut expiry => return Some(error(ErrorCode::ExpiredToken, "the token expired; reconnect with a fresh one")),
                 () = self.events.closed() => return None,
                 Some(frame) = receiver.recv() => {
-                    let len = frame.len();
-                    let event = self.event_for(&frame);
+                    let len = frame.text.len();
+                    let event = self.event_for(&frame.text);
                     let sent = tokio::select! {
                         sent = self.events.send(event) => sent.is_ok(),
                         () = overflowed.cancelled() => return Some(error(ErrorCode::SlowConsumer, "the stream read too slowly; reconnect with Last-Event-ID")),
@@ -250,6 +259,7 @@ impl Stream {
                     if !sent {
                         return None;
                     }
+                    state.metrics.frames_written([frame.kind]);
                 }
             }
         }
