@@ -5,6 +5,7 @@
 #![allow(clippy::print_stderr)]
 
 mod auth;
+mod config;
 mod delivery;
 mod faults;
 mod frames;

@@ -338,3 +338,69 @@ async fn a_socket_that_does_not_read_is_cut_off_and_one_that_reads_gets_everythi
         "a close, if any, is 4008: {ended}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listen_backlog_holds_a_reconnect_storm() {
+    // Nobody accepts: every connection must wait in the kernel's accept queue.
+    // With tokio's default backlog (128) the 130th SYN would go unanswered.
+    const STORM: usize = 600;
+    let listener = herald_shared::net::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut connected = Vec::with_capacity(STORM);
+    for _ in 0..STORM {
+        let stream = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .expect("the handshake completes: the backlog has room")
+        .unwrap();
+        connected.push(stream);
+    }
+    assert_eq!(connected.len(), STORM);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_publisher_finishes_the_request_in_flight_and_takes_no_new_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let nats = NatsServer::start();
+    let publisher = herald_tests::apps::TestPublisher::spawn(&nats).await;
+    let addr = publisher.addr;
+    let body = calendar_event("in-flight", &["u1"], &[]).to_string();
+
+    // `Expect: 100-continue`: the server answers `100 Continue` once the handler
+    // runs and asks for the body, so the request is provably in flight.
+    let mut connection = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        herald_tests::clients::service_token(),
+        body.len()
+    );
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(WAIT, connection.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+
+    let stopped = tokio::spawn(publisher.stop());
+    eventually("new connections are refused", async || {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    connection.write_all(body.as_bytes()).await.unwrap();
+
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, connection.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    tokio::time::timeout(WAIT, stopped)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the publisher exits cleanly");
+}
