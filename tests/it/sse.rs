@@ -128,3 +128,40 @@ async fn sse_refusals_are_an_error_frame_then_the_end_of_the_stream() {
         assert_eq!(stream.next().await, SseItem::End, "{query}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sse_cursor_of_another_epoch_is_truncated_and_the_new_ids_start_live() {
+    let stack = Stack::start(1).await;
+    let live = stack
+        .publish(&calendar_event("before", &["u1"], &[]))
+        .await
+        .published[0]
+        .seq;
+    let url = format!(
+        "http://{}/v1/sse?token={}",
+        stack.edge().addr,
+        user_token("u1", &[])
+    );
+    let mut stream = SseClient::connect(&url, Some("another-epoch/999")).await;
+    let ServerFrame::Welcome { epoch, .. } = stream.next_event().await.frame else {
+        panic!("welcome first")
+    };
+
+    assert!(matches!(
+        stream.next_event().await.frame,
+        ServerFrame::HistoryTruncated { .. }
+    ));
+    let seq = stack
+        .publish(&calendar_event("after", &["u1"], &[]))
+        .await
+        .published[0]
+        .seq;
+    let event = stream.next_event().await;
+    assert_eq!(event_id(&event.frame), "after");
+    assert!(seq > live);
+    assert_eq!(
+        event.id.as_deref(),
+        Some(format!("{epoch}/{seq}").as_str()),
+        "no seq of the old epoch in the id"
+    );
+}

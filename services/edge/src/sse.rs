@@ -159,7 +159,10 @@ async fn run(
             .await
         {
             Ok(hw) => {
-                cursors.push(since.as_ref().map_or(hw, |(_, since)| *since));
+                // A cursor of another epoch means nothing here (the replay says
+                // `history_truncated`): the stream's cursor starts at the live position.
+                let resumes_here = since.as_ref().filter(|(epoch, _)| **epoch == *state.epoch);
+                cursors.push(resumes_here.map_or(hw, |(_, since)| *since));
                 if let Some((epoch, since)) = since {
                     let replay = Replay {
                         state: state.clone(),
