@@ -37,8 +37,11 @@ pub struct JwtArgs {
     /// Required `iss` claim (not checked when unset).
     #[arg(long, env = "HERALD_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Development mode: with no key configured, generate an HS256 secret and print it.
-    #[arg(long, env = "HERALD_DEV")]
+    /// Development mode, never in production: with no key configured, generate an
+    /// HS256 secret and print it. The edge also serves the demo page and mints
+    /// tokens for anyone (`/demo`, `/dev/token`); the publisher allows CORS.
+    // Boolish, so `HERALD_DEV=1` (or `yes`, `on`) works, not only `true`.
+    #[arg(long, env = "HERALD_DEV", value_parser = clap::builder::BoolishValueParser::new())]
     pub dev: bool,
 }
 

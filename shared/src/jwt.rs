@@ -12,7 +12,7 @@ use jsonwebtoken::{
     errors::ErrorKind,
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm},
 };
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{error_code::ErrorCode, ids::Namespace};
 
@@ -229,6 +229,29 @@ impl KeySet {
         }
         Err(last_error)
     }
+}
+
+// === Development tokens ===
+
+/// **Development only**: signs `claims` as an HS256 token with `secret`.
+///
+/// Herald verifies tokens and never issues them in production: user tokens
+/// come from the application's identity provider, service tokens from the
+/// deployment. The edge's `--dev` mode mints the demo page's tokens with this
+/// (`GET /dev/token`), so the claims it builds are checked by [`KeySet::verify`]
+/// like any other token.
+///
+/// # Errors
+/// `claims` cannot be serialized as a JSON object.
+pub fn mint_dev_token(
+    secret: &[u8],
+    claims: &impl Serialize,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
 }
 
 impl std::fmt::Debug for KeySet {

@@ -46,6 +46,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
             ack_wait: Duration::from_secs(2),
             max_attempts: 10,
         }),
+        dev_mode: false,
     }
 }
 
@@ -70,6 +71,10 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
         client_frame_burst: 40,
         rate_limit_violations: 10,
         max_connections: None,
+        dev_mode: false,
+        // Used only when a test turns `dev_mode` on.
+        dev_secret: Some(herald_shared::secret::Secret::new(TEST_SECRET)),
+        dev_publisher_url: "http://127.0.0.1:8090".into(),
     }
 }
 

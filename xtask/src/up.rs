@@ -53,7 +53,9 @@ pub(crate) fn run() -> Result<(), String> {
     publisher
         .env("HERALD_LISTEN", format!("127.0.0.1:{PUBLISHER_PORT}"))
         .env("HERALD_NATS_URL", &nats_url)
-        .env("HERALD_JWT_SECRET", &secret);
+        .env("HERALD_JWT_SECRET", &secret)
+        // CORS, so the demo page on an edge's origin can publish.
+        .env("HERALD_DEV", "1");
     children.spawn("publisher", publisher)?;
     children.wait_ready("publisher", PUBLISHER_PORT, "/readyz")?;
 
@@ -62,7 +64,13 @@ pub(crate) fn run() -> Result<(), String> {
         edge.env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
             .env("HERALD_NODE_ID", name)
             .env("HERALD_NATS_URL", &nats_url)
-            .env("HERALD_JWT_SECRET", &secret);
+            .env("HERALD_JWT_SECRET", &secret)
+            // The demo page and the dev tokens it needs.
+            .env("HERALD_DEV", "1")
+            .env(
+                "HERALD_DEV_PUBLISHER_URL",
+                format!("http://127.0.0.1:{PUBLISHER_PORT}"),
+            );
         children.spawn(name, edge)?;
     }
     for (name, port) in EDGES {
@@ -164,6 +172,8 @@ fn quick_tour(secret: &str, bin: &Path) -> String {
 Herald is up: publisher http://127.0.0.1:{PUBLISHER_PORT}, edges ws://127.0.0.1:{a} and \
 ws://127.0.0.1:{b}, NATS nats://127.0.0.1:{NATS_PORT} (monitoring \
 http://127.0.0.1:{NATS_MONITOR_PORT}). Logs in .herald/logs/.
+Live calendar demo: open http://127.0.0.1:{a}/demo (and http://127.0.0.1:{b}/demo in a \
+second window).
 In another terminal, from {root}:
   export HERALD_JWT_SECRET={secret}
   TOKEN=$({herald} token alice@example.com --ns 'team-*')

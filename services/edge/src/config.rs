@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use herald_shared::{
     config::{ConfigError, JwtArgs, LogArgs, NatsArgs},
     jwt::{Expectations, KeySet},
+    secret::Secret,
 };
 
 /// herald-edge: serves browser WebSockets and delivers the notifications of
@@ -57,6 +58,13 @@ pub struct Args {
     /// Most sockets this edge holds; past it upgrades get HTTP 503 (0: no limit).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
+    /// With --dev: the publisher URL the demo page posts events to (`GET /dev/config`).
+    #[arg(
+        long,
+        env = "HERALD_DEV_PUBLISHER_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    pub dev_publisher_url: String,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -82,6 +90,14 @@ pub struct Config {
     pub rate_limit_violations: u32,
     /// `None`: no limit.
     pub max_connections: Option<usize>,
+    /// `--dev`: also serve the demo page, `GET /dev/config` and, with a
+    /// `dev_secret`, `GET /dev/token`, which mints tokens for anyone who asks.
+    pub dev_mode: bool,
+    /// In dev mode, the HS256 secret `/dev/token` signs with: `--jwt-secret`,
+    /// or the one `--dev` generated. `None` outside dev mode.
+    pub dev_secret: Option<Secret>,
+    /// Where the demo page publishes (`GET /dev/config`).
+    pub dev_publisher_url: String,
 }
 
 impl TryFrom<Args> for Config {
@@ -114,6 +130,13 @@ impl TryFrom<Args> for Config {
             client_frame_burst: args.client_frame_burst,
             rate_limit_violations: args.rate_limit_violations,
             max_connections: Some(args.max_connections).filter(|&n| n > 0),
+            dev_mode: args.jwt.dev,
+            dev_secret: args
+                .jwt
+                .dev
+                .then(|| args.jwt.jwt_secret.or(loaded.generated_secret))
+                .flatten(),
+            dev_publisher_url: args.dev_publisher_url,
         })
     }
 }
@@ -124,4 +147,30 @@ fn host_name() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "edge".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn config(flags: &[&str]) -> Config {
+        let args = std::iter::once("herald-edge").chain(flags.iter().copied());
+        Config::try_from(Args::try_parse_from(args).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn dev_mode_signs_dev_tokens_with_the_configured_or_generated_secret() {
+        let configured = config(&["--dev", "--jwt-secret", "s3cret"]);
+        assert!(configured.dev_mode);
+        assert_eq!(configured.dev_secret.unwrap().expose(), "s3cret");
+        let generated = config(&["--dev"]);
+        assert!(generated.dev_secret.is_some_and(|s| !s.expose().is_empty()));
+
+        let production = config(&["--jwt-secret", "s3cret"]);
+        assert!(!production.dev_mode);
+        assert!(production.dev_secret.is_none());
+        assert_eq!(production.dev_publisher_url, "http://127.0.0.1:8090");
+    }
 }

@@ -5,7 +5,9 @@
 //! socket, one subscription per channel however many sockets share it
 //! (`hub`), and fans each message out as one prebuilt frame.
 
+mod assets;
 pub mod config;
+mod dev;
 mod handshake;
 mod hub;
 mod metrics;
@@ -111,15 +113,24 @@ pub async fn run(
     Ok(())
 }
 
-/// The edge's routes.
+/// The edge's routes; the demo and `/dev/*` only in dev mode.
 fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/ws", get(handshake::websocket))
         .route("/v1/sse", get(sse::sse))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .with_state(state)
+        .merge(assets::client_routes());
+    if state.config.dev_mode {
+        tracing::warn!(
+            "Development mode: serving /demo and /dev/token, which mints tokens for anyone who asks."
+        );
+        router = router
+            .merge(assets::demo_routes())
+            .merge(dev::routes(state.config.dev_secret.as_ref()));
+    }
+    router.with_state(state)
 }
 
 /// The publisher creates the stream; an edge started first waits for it.

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, env = "HERALD_INGEST_MAX_ATTEMPTS", default_value_t = 10)]
     pub ingest_max_attempts: u32,
     /// Do not consume domain events from NATS (`domain.>`); HTTP ingest only.
-    #[arg(long, env = "HERALD_NO_INGEST")]
+    #[arg(long, env = "HERALD_NO_INGEST", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ingest: bool,
     #[command(flatten)]
     pub log: LogArgs,
@@ -65,6 +65,8 @@ pub struct Config {
     /// NATS ingest of domain events; `None` with `--no-ingest` (the domain
     /// streams and consumer are then left as they are).
     pub ingest: Option<IngestLimits>,
+    /// `--dev`: answer CORS, so the edge's demo page (another origin) can publish.
+    pub dev_mode: bool,
 }
 
 impl TryFrom<Args> for Config {
@@ -118,6 +120,7 @@ impl TryFrom<Args> for Config {
                 ack_wait: ingest_ack_wait,
                 max_attempts: args.ingest_max_attempts,
             }),
+            dev_mode: args.jwt.dev,
         })
     }
 }

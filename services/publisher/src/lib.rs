@@ -7,6 +7,7 @@
 //! drains its NATS connection.
 
 pub mod config;
+mod cors;
 mod error;
 mod http_ingest;
 mod metrics;
@@ -109,12 +110,19 @@ pub async fn run(
     Ok(())
 }
 
-/// The publisher's routes.
+/// The publisher's routes; in dev mode they answer CORS too.
 fn router(state: AppState) -> Router {
-    Router::new()
+    let dev_mode = state.config.dev_mode;
+    let router = Router::new()
         .route("/v1/events", post(http_ingest::post_event))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .with_state(state)
+        .with_state(state);
+    if dev_mode {
+        tracing::warn!("Development mode: answering CORS requests from any origin.");
+        router.layer(axum::middleware::from_fn(cors::allow_any_origin))
+    } else {
+        router
+    }
 }

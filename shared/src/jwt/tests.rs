@@ -227,3 +227,30 @@ fn namespace_grants_match_exact_names_and_prefixes() {
     assert!(!claims.allows(&ns("lobby2")));
     assert!(!claims.allows(&ns("admins")));
 }
+
+#[test]
+fn dev_tokens_are_hs256_and_verify_like_any_other() {
+    let user = mint_dev_token(b"s3cret", &claims()).unwrap();
+    assert_eq!(
+        jsonwebtoken::decode_header(&user).unwrap().alg,
+        Algorithm::HS256
+    );
+    let keys = KeySet::hs256(b"s3cret");
+    let verified = verify(&keys, &user).unwrap();
+    assert_eq!(verified.sub, "alice");
+    assert_eq!(verified.ns, ["team-*"]);
+    assert!(matches!(
+        verify(&KeySet::hs256(b"other"), &user),
+        Err(TokenError::Invalid(_))
+    ));
+
+    let service_claims = json!({ "sub": "demo", "aud": "herald-publisher", "exp": now() + 60,
+                                 "scope": PUBLISH_SCOPE });
+    let service = mint_dev_token(b"s3cret", &service_claims).unwrap();
+    let expect = Expectations {
+        audience: "herald-publisher".into(),
+        issuer: None,
+    };
+    let verified: ServiceClaims = keys.verify(&service, &expect).unwrap();
+    assert!(verified.has_scope(PUBLISH_SCOPE));
+}

@@ -1,0 +1,238 @@
+// Types of the Herald browser client (herald.js) and of the frames it hands
+// to the app. The frame types mirror proto-schemas/schemas/frames/ and the
+// event data types proto-schemas/schemas/events/; the guide is docs/client.md.
+
+/** `user:<user id>` or `ns:<namespace>`. */
+export type Channel = `user:${string}` | `ns:${string}`;
+
+/** Every error code on Herald's wire (proto-schemas/schemas/error.json). */
+export type ErrorCode =
+  | "MALFORMED_JSON"
+  | "MISSING_TOKEN"
+  | "INVALID_TOKEN"
+  | "EXPIRED_TOKEN"
+  | "FORBIDDEN"
+  | "PAYLOAD_TOO_LARGE"
+  | "UNSUPPORTED_MEDIA_TYPE"
+  | "VALIDATION_FAILED"
+  | "UNKNOWN_EVENT_TYPE"
+  | "NATS_UNAVAILABLE"
+  | "FORBIDDEN_NAMESPACE"
+  | "SLOW_CONSUMER"
+  | "RATE_LIMITED"
+  | "MALFORMED_FRAME"
+  | "UNKNOWN_FRAME"
+  | "TOO_MANY_SUBSCRIPTIONS"
+  | "INTERNAL_ERROR";
+
+/**
+ * Codes the client itself reports, in frames shaped like the edge's `error`:
+ * - `TOKEN_UNAVAILABLE`: `getToken()` threw or rejected; the client retries.
+ * - `NO_TRANSPORT`: no allowed transport is usable here (fatal).
+ * - `NOT_JOINED`: over SSE, the edge did not join a namespace passed to `subscribe()`.
+ * - `CANCELLED`: `close()` or `unsubscribe()` ended a pending `subscribe()`.
+ * - `CLOSED`: the connection closed for good with no error frame to say why.
+ */
+export type ClientErrorCode = "TOKEN_UNAVAILABLE" | "NO_TRANSPORT" | "NOT_JOINED" | "CANCELLED" | "CLOSED";
+
+// === server frames ===
+
+/** The first frame of every accepted connection. */
+export interface Welcome {
+  type: "welcome";
+  session_id: string;
+  user: string;
+  node: string;
+  /** The notification stream's epoch; a cursor is only valid with it. */
+  epoch: string;
+  heartbeat_ms: number;
+  channels: Channel[];
+  /** The token's `exp`, in Unix seconds. */
+  token_exp: number;
+}
+
+/** One notification of a joined channel. */
+export interface Event<T extends string = string, D = unknown> {
+  type: "event";
+  channel: Channel;
+  /** The resume cursor of this channel. */
+  seq: number;
+  /** The publisher's event id (idempotency key); the same on every channel of one event. */
+  id: string;
+  event_type: T;
+  source: string;
+  /** RFC 3339. */
+  time: string;
+  data: D;
+}
+
+export interface Subscribed {
+  type: "subscribed";
+  ref?: string | null;
+  channel: Channel;
+  /** The channel's latest seq at subscribe time (0 when it has none). */
+  seq: number;
+}
+
+export interface Unsubscribed {
+  type: "unsubscribed";
+  ref?: string | null;
+  channel: Channel;
+}
+
+export interface Pong {
+  type: "pong";
+  ref?: string | null;
+}
+
+export interface Authenticated {
+  type: "authenticated";
+  ref?: string | null;
+  token_exp: number;
+}
+
+/** Non-fatal unless a close follows. */
+export interface ErrorFrame {
+  type: "error";
+  code: ErrorCode | ClientErrorCode;
+  message: string;
+  ref?: string | null;
+}
+
+/**
+ * The channel's history cannot be replayed (the cursor is older than the
+ * stream holds, or of another epoch): refetch that channel's state. Live
+ * delivery goes on. `first_seq` is the oldest seq still stored; it is 0 when
+ * the client raised it itself (a channel rejoined without a cursor of its own).
+ */
+export interface HistoryTruncated {
+  type: "history_truncated";
+  channel: Channel;
+  first_seq: number;
+}
+
+/** The node is going away; the client reconnects to any node at once. */
+export interface Reconnect {
+  type: "reconnect";
+  reason: string;
+}
+
+export type ServerFrame =
+  | Welcome
+  | Event
+  | Subscribed
+  | Unsubscribed
+  | Pong
+  | Authenticated
+  | ErrorFrame
+  | HistoryTruncated
+  | Reconnect;
+
+// === registered event types (proto-schemas/schemas/events/) ===
+
+export type CalendarField =
+  | "calendar_id"
+  | "event_id"
+  | "title"
+  | "starts_at"
+  | "ends_at"
+  | "all_day"
+  | "location"
+  | "attendees";
+
+export interface CalendarEventData {
+  calendar_id: string;
+  event_id: string;
+  title: string;
+  /** RFC 3339; before `ends_at`. */
+  starts_at: string;
+  ends_at: string;
+  all_day?: boolean | null;
+  location?: string | null;
+  /** User ids. */
+  attendees?: string[] | null;
+}
+
+export interface CalendarEventUpdatedData extends CalendarEventData {
+  /** Non-empty. */
+  changes: CalendarField[];
+}
+
+export interface CalendarEventDeletedData {
+  calendar_id: string;
+  event_id: string;
+}
+
+export interface CalendarEventRsvpData {
+  calendar_id: string;
+  event_id: string;
+  user_id: string;
+  response: "accepted" | "declined" | "tentative";
+}
+
+/** An event of a registered type; narrow it with `event_type`. */
+export type CalendarEvent =
+  | Event<"calendar.event.created", CalendarEventData>
+  | Event<"calendar.event.updated", CalendarEventUpdatedData>
+  | Event<"calendar.event.deleted", CalendarEventDeletedData>
+  | Event<"calendar.event.rsvp", CalendarEventRsvpData>;
+
+// === the client ===
+
+export type State = "connecting" | "open" | "reconnecting" | "closed";
+export type Transport = "websocket" | "sse";
+
+export interface HeraldOptions {
+  /** WebSocket endpoint. Default: the page's host, path `/v1/ws` (`wss:` on https). */
+  url?: string;
+  /** SSE endpoint. Default: `url` with `ws`→`http` and `/v1/ws`→`/v1/sse`. */
+  sseUrl?: string;
+  /** Called before every (re)connect and before `token_exp`; must return a fresh user JWT. */
+  getToken: () => string | Promise<string>;
+  /** Joined on every (re)connect. */
+  namespaces?: string[];
+  /** localStorage key for cursors and epoch; `false`/absent keeps them in memory only. */
+  persist?: string | false;
+  /** Full jitter: delay = random(0, min(maxMs, initialMs × 2^attempt)). Default 500 / 30000. */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** In order of preference. Default `["websocket", "sse"]`. */
+  transports?: Transport[];
+}
+
+export interface HeraldEvents {
+  /** Once per (channel, seq), in seq order per channel. */
+  event: Event | CalendarEvent;
+  state: State;
+  truncated: HistoryTruncated;
+  /** Non-fatal error frames, and fatal refusals (then `state` becomes "closed"). */
+  error: ErrorFrame;
+  welcome: Welcome;
+}
+
+/** A rejected `subscribe()` or `unsubscribe()`. */
+export class HeraldError extends Error {
+  readonly name: "HeraldError";
+  readonly code: ErrorCode | ClientErrorCode;
+  readonly frame: ErrorFrame;
+  constructor(frame: ErrorFrame);
+}
+
+export class Herald {
+  constructor(options: HeraldOptions);
+  on<K extends keyof HeraldEvents>(name: K, fn: (value: HeraldEvents[K]) => void): this;
+  off<K extends keyof HeraldEvents>(name: K, fn: (value: HeraldEvents[K]) => void): this;
+  /** Opens the connection; a no-op unless `state` is "closed". */
+  connect(): void;
+  /** Closes for good (until the next `connect()`); pending `subscribe()` calls reject with `CANCELLED`. */
+  close(): void;
+  /** Joins a namespace now and on every reconnect; resolves on `subscribed`, rejects on an `error` with its ref. */
+  subscribe(namespace: string): Promise<Subscribed>;
+  /** Leaves a namespace and forgets its cursor; resolves on `unsubscribed`. */
+  unsubscribe(namespace: string): Promise<Unsubscribed>;
+  readonly state: State;
+  /** A read-only snapshot: the last seq handed to the app, per channel. */
+  readonly cursors: Readonly<Record<Channel, number>>;
+  readonly transport: Transport | null;
+}
+
+export default Herald;
