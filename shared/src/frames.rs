@@ -1,5 +1,7 @@
 //! WebSocket (and SSE) frames: JSON text, one object per frame, tagged by `type`.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,12 @@ pub enum ServerFrame {
         channels: Vec<Channel>,
         /// The token's `exp`, in Unix seconds.
         token_exp: u64,
+        /// Per channel, the seq above which live delivery starts (the channel's
+        /// latest at connect, or the cursor it resumed from). A client with no
+        /// cursor for a channel takes this as one, so its next reconnect
+        /// resumes the channel instead of starting live.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        seqs: BTreeMap<Channel, u64>,
     },
     /// One notification of a joined channel.
     Event {

@@ -238,3 +238,53 @@ async fn lost_live_messages_are_repaired_mid_channel_and_as_the_last_message() {
     );
     assert_eq!(*client.received.lock().unwrap(), expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn welcome_gives_each_channel_a_starting_seq_so_a_client_without_events_can_resume() {
+    let stack = Stack::start(2).await;
+    stack
+        .publish(&calendar_event("before", &["u1"], &["team"]))
+        .await;
+    let token = user_token("u1", &["team"]);
+    let url = stack.edges[0].ws_url(&format!("token={token}&ns=team"));
+    let (first, welcome) = WsClient::connect_welcomed(&url).await;
+    let ServerFrame::Welcome { seqs, epoch, .. } = welcome else {
+        unreachable!()
+    };
+    let user: herald_shared::channel::Channel = "user:u1".parse().unwrap();
+    let team: herald_shared::channel::Channel = "ns:team".parse().unwrap();
+    assert_eq!(
+        (seqs[&user], seqs[&team]),
+        (1, 2),
+        "the latest seq of each channel at connect"
+    );
+
+    // Never received an event; away while two are stored; back with welcome's
+    // seqs as per-channel cursors, as herald.js does: the user channel at
+    // connect, the namespace in its own `subscribe`.
+    first.close().await;
+    let missed = stack
+        .publish(&calendar_event("missed", &["u1"], &["team"]))
+        .await;
+    let query = format!("token={token}&since={}&epoch={epoch}", seqs[&user]);
+    let (mut back, _) = WsClient::connect_welcomed(&stack.edges[1].ws_url(&query)).await;
+    let subscribe = serde_json::json!({
+        "type": "subscribe", "ref": "t", "namespace": "team", "since": seqs[&team], "epoch": epoch
+    });
+    back.send_json(&subscribe).await;
+
+    let mut got: Vec<(String, u64)> = Vec::new();
+    while got.len() < 2 {
+        if let ServerFrame::Event { channel, seq, .. } = back.next_frame().await {
+            got.push((channel.to_string(), seq));
+        }
+    }
+    got.sort();
+    let mut want: Vec<(String, u64)> = missed
+        .published
+        .iter()
+        .map(|p| (p.channel.to_string(), p.seq))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "exactly the missed events, nothing from before");
+}

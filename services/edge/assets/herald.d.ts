@@ -49,6 +49,11 @@ export interface Welcome {
   channels: Channel[];
   /** The token's `exp`, in Unix seconds. */
   token_exp: number;
+  /**
+   * Per channel, the seq above which live delivery starts. The client takes it
+   * as the cursor of a channel it has none for, so a reconnect resumes it.
+   */
+  seqs?: Record<Channel, number>;
 }
 
 /** One notification of a joined channel. */

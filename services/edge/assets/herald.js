@@ -308,6 +308,12 @@ export class Herald {
     const checked = conn.kind === "sse" ? welcome.channels : [`user:${welcome.user}`];
     const gaps = checked.filter((c) => !conn.had.has(c) && (this.#joined.has(c) || this.#cursors.has(c)));
     for (const channel of welcome.channels) this.#joined.add(channel);
+    // Where live delivery starts on each channel: a channel with no cursor
+    // yet takes that seq as one, so the next reconnect resumes it (with
+    // `since`) instead of starting live and reporting a gap.
+    for (const [channel, seq] of Object.entries(welcome.seqs ?? {})) {
+      if (!this.#cursors.has(channel)) this.#cursors.set(channel, seq);
+    }
     this.#save();
     this.#setState("open");
     if (conn.gen === this.#gen) this.#emit("welcome", welcome);

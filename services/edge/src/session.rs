@@ -5,7 +5,10 @@
 //! (coalesced into one flush), and frames from the client. Every frame the
 //! server sends goes through the outbox, so order is simply queue order.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{
@@ -135,27 +138,17 @@ impl Session {
     ) -> Result<(), End> {
         let mut channels = vec![self.user_channel.clone()];
         channels.extend(namespaces.iter().cloned().map(Channel::namespace));
-        self.send(ServerFrame::Welcome {
-            session_id: session_id.to_string(),
-            user: self.user.clone(),
-            node: self.state.config.node_id.clone(),
-            epoch: self.state.epoch.to_string(),
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            channels: channels.clone(),
-            token_exp: self.claims.exp,
-        });
-        for channel in channels {
-            let joined = self
+        // Every channel joins as "replaying": its live frames are held, so
+        // `welcome` (which carries each channel's starting seq) still goes first.
+        let mut joined = Vec::with_capacity(channels.len());
+        for channel in &channels {
+            match self
                 .state
                 .hub
-                .join(&channel, self.member, &self.outbox, resume.is_some())
-                .await;
-            match joined {
-                Ok(hw) => {
-                    if let Some(cursor) = &resume {
-                        self.replay(channel, cursor.clone(), hw);
-                    }
-                }
+                .join(channel, self.member, &self.outbox, true)
+                .await
+            {
+                Ok(hw) => joined.push((channel.clone(), hw)),
                 Err(err) => {
                     tracing::warn!(error = %err, "Joining a channel failed.");
                     return Err(End::Close {
@@ -164,6 +157,24 @@ impl Session {
                         last: None,
                     });
                 }
+            }
+        }
+        let seqs: BTreeMap<Channel, u64> = joined.iter().cloned().collect();
+        self.send(ServerFrame::Welcome {
+            session_id: session_id.to_string(),
+            user: self.user.clone(),
+            node: self.state.config.node_id.clone(),
+            epoch: self.state.epoch.to_string(),
+            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
+            channels: channels.clone(),
+            token_exp: self.claims.exp,
+            seqs,
+        });
+        // Then each channel goes live above its join-time seq, after its replay if resuming.
+        for (channel, hw) in joined {
+            match &resume {
+                Some(cursor) => self.replay(channel, cursor.clone(), hw),
+                None => self.state.hub.finish_replay(&channel, self.member, hw),
             }
         }
         self.namespaces = namespaces;

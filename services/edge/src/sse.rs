@@ -133,6 +133,21 @@ async fn run(
             None
         }
     };
+    // Every channel joins as "replaying": its live frames are held, so
+    // `welcome` (which carries each channel's starting seq) still goes first.
+    let mut joined = Vec::with_capacity(channels.len());
+    for channel in &channels {
+        match state.hub.join(channel, member, &outbox, true).await {
+            Ok(hw) => joined.push(hw),
+            Err(err) => {
+                tracing::warn!(parent: &span, error = %err, "Joining a channel failed.");
+                let frame = error(ErrorCode::NatsUnavailable, "retry");
+                let _ = events.send(frame_event(&frame)).await;
+                leave_all(&state, &channels, member);
+                return;
+            }
+        }
+    }
     outbox.push(
         ServerFrame::Welcome {
             session_id: uuid::Uuid::new_v4().to_string(),
@@ -142,6 +157,11 @@ async fn run(
             heartbeat_ms: state.config.heartbeat.as_millis() as u64,
             channels: channels.clone(),
             token_exp: admitted.claims.exp,
+            seqs: channels
+                .iter()
+                .cloned()
+                .zip(joined.iter().copied())
+                .collect(),
         }
         .to_json()
         .into(),
@@ -149,47 +169,31 @@ async fn run(
     let replay_failed = tokio_util::sync::CancellationToken::new();
     let mut replays = tokio::task::JoinSet::new();
     let mut cursors = Vec::with_capacity(channels.len());
-    for (i, channel) in channels.iter().enumerate() {
+    for (i, (channel, hw)) in channels.iter().zip(joined).enumerate() {
         let since = resume
             .as_ref()
             .map(|(epoch, seqs)| (epoch.clone(), seqs[i]));
-        match state
-            .hub
-            .join(channel, member, &outbox, since.is_some())
-            .await
-        {
-            Ok(hw) => {
-                // A cursor of another epoch means nothing here (the replay says
-                // `history_truncated`): the stream's cursor starts at the live position.
-                let resumes_here = since.as_ref().filter(|(epoch, _)| **epoch == *state.epoch);
-                cursors.push(resumes_here.map_or(hw, |(_, since)| *since));
-                if let Some((epoch, since)) = since {
-                    let replay = Replay {
-                        state: state.clone(),
-                        channel: channel.clone(),
-                        member,
-                        outbox: outbox.clone(),
-                        cursor: Cursor {
-                            since,
-                            epoch: Some(epoch),
-                        },
-                        upto: hw,
-                        failed: replay_failed.clone(),
-                    };
-                    replays.spawn(replay.run().instrument(span.clone()));
-                }
-            }
-            Err(err) => {
-                tracing::warn!(parent: &span, error = %err, "Joining a channel failed.");
-                let frame = ServerFrame::Error {
-                    code: ErrorCode::NatsUnavailable,
-                    message: "retry".into(),
-                    r#ref: None,
+        // A cursor of another epoch means nothing here (the replay says
+        // `history_truncated`): the stream's cursor starts at the live position.
+        let resumes_here = since.as_ref().filter(|(epoch, _)| **epoch == *state.epoch);
+        cursors.push(resumes_here.map_or(hw, |(_, since)| *since));
+        match since {
+            Some((epoch, since)) => {
+                let replay = Replay {
+                    state: state.clone(),
+                    channel: channel.clone(),
+                    member,
+                    outbox: outbox.clone(),
+                    cursor: Cursor {
+                        since,
+                        epoch: Some(epoch),
+                    },
+                    upto: hw,
+                    failed: replay_failed.clone(),
                 };
-                let _ = events.send(frame_event(&frame)).await;
-                leave_all(&state, &channels, member);
-                return;
+                replays.spawn(replay.run().instrument(span.clone()));
             }
+            None => state.hub.finish_replay(channel, member, hw),
         }
     }
     for notice in notices {
