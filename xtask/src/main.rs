@@ -10,6 +10,7 @@
 #[cfg(not(unix))]
 compile_error!("xtask supports Linux and macOS only");
 
+mod e2e;
 mod nats_server;
 mod up;
 mod util;
@@ -24,6 +25,8 @@ Commands:
   nats-server   ensure nats-server (>= 2.11 on PATH, else the pinned one in .herald/bin) and print its path
   test [ARGS]   run `cargo test --workspace --locked [ARGS]` with HERALD_NATS_SERVER set
   up            run NATS, the publisher and two edges locally until Ctrl-C
+  e2e [ARGS]    browser tests (tests/e2e/) in headless Chromium against a stack of their own;
+                ARGS go to `node --test`, e.g. --test-name-pattern=failover
   schemas       regenerate the JSON schemas (HERALD_UPDATE_SCHEMAS=1)
   help          show this list";
 
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         }),
         Some("test") => test(&args[1..]),
         Some("up") => up::run().map(|()| ExitCode::SUCCESS),
+        Some("e2e") => e2e::run(&args[1..]),
         Some("schemas") => schemas(),
         Some(other) => Err(format!("unknown command `{other}`; see `cargo xtask help`")),
     };

@@ -99,15 +99,7 @@ fn dev_secret(herald: &Path) -> Result<String, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
 
-    let mut bytes = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-    let secret = bytes.iter().fold(String::new(), |mut hex, byte| {
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    });
-
+    let secret = random_secret()?;
     util::create_dir_all(herald)?;
     OpenOptions::new()
         .write(true)
@@ -118,6 +110,18 @@ fn dev_secret(herald: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("xtask: created dev JWT secret in {}", path.display());
     Ok(secret)
+}
+
+/// 32 random bytes as hex: an HS256 secret.
+pub(crate) fn random_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(bytes.iter().fold(String::new(), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    }))
 }
 
 fn check_ports_free() -> Result<(), String> {
@@ -140,7 +144,7 @@ fn check_ports_free() -> Result<(), String> {
     Ok(())
 }
 
-fn build() -> Result<(), String> {
+pub(crate) fn build() -> Result<(), String> {
     eprintln!("xtask: building herald-edge, herald-publisher and herald");
     let mut cargo = util::cargo();
     cargo.arg("build");
@@ -197,13 +201,13 @@ struct Service {
 /// The services started so far. Dropping it stops them all, newest first, so a failure or
 /// panic anywhere in `run` never leaves orphans holding the ports.
 #[derive(Debug)]
-struct Children {
+pub(crate) struct Children {
     log_dir: PathBuf,
     running: Vec<Service>,
 }
 
 impl Children {
-    fn new(log_dir: PathBuf) -> Self {
+    pub(crate) fn new(log_dir: PathBuf) -> Self {
         Self {
             log_dir,
             running: Vec::new(),
@@ -212,7 +216,7 @@ impl Children {
 
     /// Starts `cmd` with stdout and stderr going to `<log_dir>/<name>.log`, truncated so each
     /// `up` starts with a fresh log.
-    fn spawn(&mut self, name: &'static str, mut cmd: Command) -> Result<(), String> {
+    pub(crate) fn spawn(&mut self, name: &'static str, mut cmd: Command) -> Result<(), String> {
         let log = self.log_dir.join(format!("{name}.log"));
         let file =
             File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
@@ -235,7 +239,7 @@ impl Children {
     }
 
     /// Polls the service's HTTP endpoint until it answers 200, failing fast if it exits.
-    fn wait_ready(&mut self, name: &str, port: u16, path: &str) -> Result<(), String> {
+    pub(crate) fn wait_ready(&mut self, name: &str, port: u16, path: &str) -> Result<(), String> {
         let service = self
             .running
             .iter_mut()
@@ -262,6 +266,14 @@ impl Children {
             }
             sleep(READY_POLL);
         }
+    }
+
+    /// The process id of a running service, for tests that kill it on purpose.
+    pub(crate) fn pid(&self, name: &str) -> Option<u32> {
+        self.running
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.child.id())
     }
 
     /// Blocks until some service exits on its own and says which one.
