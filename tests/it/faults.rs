@@ -145,28 +145,6 @@ async fn settle(clients: &[Arc<Mutex<Seqs>>], users: &[(String, String)], all: &
     sum()
 }
 
-fn assert_exact(tally: Tally, what: &str) {
-    assert_eq!(
-        (
-            tally.lost,
-            tally.duplicated,
-            tally.out_of_order,
-            tally.delivered
-        ),
-        (0, 0, 0, tally.expected),
-        "{what}: expected {}, delivered {}, lost {}, duplicated {}, out of order {}",
-        tally.expected,
-        tally.delivered,
-        tally.lost,
-        tally.duplicated,
-        tally.out_of_order
-    );
-    eprintln!(
-        "{what}: expected {}, delivered {}, lost {}, duplicated {}, out of order {}",
-        tally.expected, tally.delivered, tally.lost, tally.duplicated, tally.out_of_order
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_of_a_killed_edge_resume_on_the_other_with_nothing_lost_or_twice() {
     const N_CLIENTS: usize = 100;
@@ -217,7 +195,7 @@ async fn clients_of_a_killed_edge_resume_on_the_other_with_nothing_lost_or_twice
             client.user
         );
     }
-    assert_exact(tally, "edge killed under load");
+    tally.assert_exact("edge killed under load");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -278,5 +256,5 @@ async fn a_nats_restart_under_load_loses_and_repeats_nothing() {
         );
     }
     drop((publisher, edges));
-    assert_exact(tally, "nats-server restarted under load");
+    tally.assert_exact("nats-server restarted under load");
 }

@@ -35,24 +35,6 @@ async fn read_until_complete(client: &mut ResumingClient, expected: &Seqs) -> Ta
     client.tally(expected)
 }
 
-fn assert_exact(tally: Tally, what: &str) {
-    assert_eq!(
-        (
-            tally.lost,
-            tally.duplicated,
-            tally.out_of_order,
-            tally.delivered
-        ),
-        (0, 0, 0, tally.expected),
-        "{what}: expected {}, delivered {}, lost {}, duplicated {}, out of order {}",
-        tally.expected,
-        tally.delivered,
-        tally.lost,
-        tally.duplicated,
-        tally.out_of_order
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_resumes_on_the_other_edge_with_exactly_what_it_missed_then_live() {
     let stack = Stack::start(2).await;
@@ -67,10 +49,9 @@ async fn a_client_resumes_on_the_other_edge_with_exactly_what_it_missed_then_liv
         calendar_event("first", &["u1"], &["team"]),
     )
     .await;
-    assert_exact(
-        read_until_complete(&mut client, &expected).await,
-        "before the disconnect",
-    );
+    read_until_complete(&mut client, &expected)
+        .await
+        .assert_exact("before the disconnect");
 
     client.disconnect();
     for i in 0..50 {
@@ -97,7 +78,7 @@ async fn a_client_resumes_on_the_other_edge_with_exactly_what_it_missed_then_liv
     }
 
     let tally = read_until_complete(&mut client, &expected).await;
-    assert_exact(tally, "resumed on edge-b");
+    tally.assert_exact("resumed on edge-b");
     assert_eq!(
         *client.received.lock().unwrap(),
         expected,
@@ -193,7 +174,7 @@ async fn resuming_after_a_thousand_missed_events_replays_them_all_in_order() {
     let tally = read_until_complete(&mut client, &expected).await;
     // Printed for the record, never asserted: timings belong to benchmarks.
     eprintln!("resumed 1000 missed events in {:?}", started.elapsed());
-    assert_exact(tally, "1000 missed events");
+    tally.assert_exact("1000 missed events");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -223,19 +204,17 @@ async fn lost_live_messages_are_repaired_mid_channel_and_as_the_last_message() {
         store_without_live_copy(&stack.nats, &calendar_event("lost-mid", &["u1"], &[])).await;
     expected.get_mut("user:u1").unwrap().push(lost);
     publish(&stack, &mut expected, calendar_event("e3", &["u1"], &[])).await;
-    assert_exact(
-        read_until_complete(&mut client, &expected).await,
-        "a lost message mid-channel",
-    );
+    read_until_complete(&mut client, &expected)
+        .await
+        .assert_exact("a lost message mid-channel");
 
     // Last message: nothing follows it; only a reconcile pass can find it.
     let lost =
         store_without_live_copy(&stack.nats, &calendar_event("lost-last", &["u1"], &[])).await;
     expected.get_mut("user:u1").unwrap().push(lost);
-    assert_exact(
-        read_until_complete(&mut client, &expected).await,
-        "a lost last message",
-    );
+    read_until_complete(&mut client, &expected)
+        .await
+        .assert_exact("a lost last message");
     assert_eq!(*client.received.lock().unwrap(), expected);
 }
 

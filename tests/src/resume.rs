@@ -132,6 +132,31 @@ impl ResumingClient {
     }
 }
 
+impl Tally {
+    /// Asserts nothing was lost, duplicated or reordered, with every count in
+    /// the message; prints the counts on success too.
+    pub fn assert_exact(self, what: &str) {
+        let counts = format!(
+            "{what}: expected {}, delivered {}, lost {}, duplicated {}, out of order {}",
+            self.expected, self.delivered, self.lost, self.duplicated, self.out_of_order
+        );
+        assert_eq!(
+            (
+                self.lost,
+                self.duplicated,
+                self.out_of_order,
+                self.delivered
+            ),
+            (0, 0, 0, self.expected),
+            "{counts}"
+        );
+        #[allow(clippy::print_stderr, reason = "the counts are the test's report")]
+        {
+            eprintln!("{counts}");
+        }
+    }
+}
+
 /// Counts delivered, lost, duplicated and out-of-order seqs of the channels in `expected`.
 pub fn tally(expected: &Seqs, received: &Seqs) -> Tally {
     let mut tally = Tally::default();

@@ -52,17 +52,8 @@ pub(crate) async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    // Draining, or full: refuse before the upgrade, so a load balancer retries elsewhere.
-    let full = state
-        .config
-        .max_connections
-        .is_some_and(|max| state.sessions.len() >= max);
-    if state.draining.is_cancelled() || full {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-        )
-            .into_response();
+    if let Some(refused) = refuse_before_upgrade(&state) {
+        return refused;
     }
     let admission = admit(&state, &headers, &query);
     let sessions = state.sessions.clone();
@@ -80,6 +71,22 @@ pub(crate) async fn websocket(
                 }
             })
         })
+}
+
+/// Draining, or full: refused before the upgrade (WebSocket or SSE), so a
+/// load balancer retries elsewhere.
+pub(crate) fn refuse_before_upgrade(state: &AppState) -> Option<Response> {
+    let full = state
+        .config
+        .max_connections
+        .is_some_and(|max| state.sessions.len() >= max);
+    (state.draining.is_cancelled() || full).then(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+        )
+            .into_response()
+    })
 }
 
 /// Checks the token and the requested namespaces (for WebSocket and SSE

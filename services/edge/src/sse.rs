@@ -24,7 +24,7 @@ use std::{collections::HashMap, convert::Infallible, time::Duration};
 
 use axum::{
     extract::{Query, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::{
-    handshake::{Admitted, admit},
+    handshake::{Admitted, admit, refuse_before_upgrade},
     hub::MemberId,
     metrics::Transport,
     outbox::{OutboxReceiver, outbox},
@@ -54,16 +54,8 @@ pub(crate) async fn sse(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let full = state
-        .config
-        .max_connections
-        .is_some_and(|max| state.sessions.len() >= max);
-    if state.draining.is_cancelled() || full {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-        )
-            .into_response();
+    if let Some(refused) = refuse_before_upgrade(&state) {
+        return refused;
     }
     let (events, body) = mpsc::channel::<Event>(BODY_BUFFER);
     match admit(&state, &headers, &query) {
