@@ -1,34 +1,59 @@
-//! `cargo xtask e2e`: the browser tests in `tests/e2e/`, in headless Chromium, against NATS, the
-//! publisher and two edges started here in dev mode on free ports (so `cargo xtask up` can keep
-//! running beside it).
+//! The browser tests in `tests/e2e/`, in headless Chromium, against NATS, the publisher and two
+//! edges started here in dev mode on free ports (so `cargo xtask up` can keep running beside
+//! it). `cargo xtask test` runs them after the Rust tests; `cargo xtask e2e` runs only them.
 //!
 //! The tests get the addresses in `HERALD_E2E_*` variables; the failover test SIGKILLs edge-a
-//! itself, by the pid in `HERALD_E2E_EDGE_A_PID`. Not part of `cargo xtask test`.
+//! itself, by the pid in `HERALD_E2E_EDGE_A_PID`. What they need is installed when missing:
+//! Debian's `chromium` package through apt-get, Node.js from PyPI (see `node`), playwright-core
+//! from the committed lockfile. Nothing is skipped: a machine that cannot get them fails.
 
-use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{self, Command, ExitCode, Stdio};
+use std::{env, fs, io};
 
+use crate::node::{self, Node};
 use crate::up::{self, Children};
 use crate::{nats_server, util};
 
 /// What `executablePath` the tests launch; `HERALD_E2E_CHROMIUM` overrides it.
 const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
-/// playwright-core needs Node 20; `--test-concurrency` needs 20.10.
-const MIN_NODE: (u32, u32) = (20, 10);
-const INSTALL_HINT: &str = "the browser tests need Node.js 20.10+, npm and Chromium: \
-     `apt-get install chromium nodejs npm` on Debian/Ubuntu (Debian 13's nodejs is recent \
-     enough; Debian 12's is 18: use NodeSource or nvm there); HERALD_E2E_CHROMIUM may point \
-     at another Chromium";
 
+/// What the browser tests run on, checked before anything slow starts.
+#[derive(Debug)]
+pub(crate) struct Tools {
+    chromium: String,
+    node: Node,
+}
+
+/// Chromium and Node.js, installed when missing, or an error that says what to do.
+pub(crate) fn ensure_tools() -> Result<Tools, String> {
+    let chromium = ensure_chromium()?;
+    let node = node::ensure()?;
+    eprintln!(
+        "xtask: browser tests will use {chromium} and node v{}",
+        node.version
+    );
+    Ok(Tools { chromium, node })
+}
+
+/// `cargo xtask e2e [ARGS]`.
 pub(crate) fn run(node_args: &[String]) -> Result<ExitCode, String> {
-    // First, so a machine without a browser fails in a second, not after a build.
-    let chromium = check_tools()?;
+    // First, so a machine that cannot get a browser fails in seconds, not after a build.
+    let tools = ensure_tools()?;
     let nats = nats_server::ensure()?;
+    run_with(&tools, &nats.path, node_args)
+}
+
+/// Builds the services, installs the npm packages, runs the tests against a fresh stack.
+pub(crate) fn run_with(
+    tools: &Tools,
+    nats: &Path,
+    node_args: &[String],
+) -> Result<ExitCode, String> {
     up::build()?;
     let e2e_dir = util::repo_root().join("tests").join("e2e");
-    npm_ci_if_needed(&e2e_dir)?;
+    npm_ci_if_needed(&tools.node, &e2e_dir)?;
 
     // One scratch directory per run: a fresh JetStream store, so no test sees an older run's
     // events, and logs that a concurrent `cargo xtask up` does not overwrite.
@@ -36,7 +61,7 @@ pub(crate) fn run(node_args: &[String]) -> Result<ExitCode, String> {
     let store = scratch.join(format!("nats-store-{}", process::id()));
     let logs = scratch.join("logs");
     util::create_dir_all(&logs)?;
-    let result = run_stack(&nats.path, &chromium, &store, logs, &e2e_dir, node_args);
+    let result = run_stack(nats, tools, &store, logs, &e2e_dir, node_args);
     // Best effort: a leftover store is git-ignored and only costs disk.
     let _ = fs::remove_dir_all(&store);
     result
@@ -44,7 +69,7 @@ pub(crate) fn run(node_args: &[String]) -> Result<ExitCode, String> {
 
 fn run_stack(
     nats: &Path,
-    chromium: &str,
+    tools: &Tools,
     store: &Path,
     logs: PathBuf,
     e2e_dir: &Path,
@@ -104,13 +129,15 @@ fn run_stack(
          :{publisher_port}; logs in {})",
         logs.display()
     );
-    let mut node = Command::new("node");
+    let mut node = tools.node.node();
     node.arg("--test")
         // One file at a time: the failover test kills edge-a, and two Chromiums at once on a
         // small CI box only add timing noise.
         .arg("--test-concurrency=1")
         .args(node_args)
-        .arg(e2e_dir)
+        // The files by name: Node 20 searches a folder given as an argument, Node 22+ takes
+        // arguments as globs.
+        .args(test_files(e2e_dir)?)
         .current_dir(util::repo_root())
         .env(
             "HERALD_E2E_EDGE_A",
@@ -123,7 +150,7 @@ fn run_stack(
         .env("HERALD_E2E_EDGE_A_PID", edge_a_pid.to_string())
         .env("HERALD_E2E_PUBLISHER", &publisher_url)
         .env("HERALD_E2E_SECRET", &secret)
-        .env("HERALD_E2E_CHROMIUM", chromium)
+        .env("HERALD_E2E_CHROMIUM", &tools.chromium)
         .env("HERALD_E2E_SCREENSHOT", "1");
     let status = util::run(&mut node)?;
     drop(children);
@@ -136,60 +163,95 @@ fn run_stack(
     Ok(util::exit_code(status))
 }
 
-/// node (20.10+), npm and Chromium, or an error that says how to install them. Returns the
-/// Chromium to launch.
-fn check_tools() -> Result<String, String> {
-    let node = Command::new("node")
-        .arg("--version")
-        .stderr(Stdio::inherit())
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    let Some(node) = node else {
-        return Err(format!("node not found; {INSTALL_HINT}"));
-    };
-    match parse_major_minor(&node) {
-        Some(version) if version >= MIN_NODE => {}
-        _ => {
-            return Err(format!("node {node} is too old; {INSTALL_HINT}"));
-        }
+/// `tests/e2e/*.test.mjs`, in name order.
+fn test_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.to_string_lossy().ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("no *.test.mjs files in {}", dir.display()));
     }
-    let npm_works = Command::new("npm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !npm_works {
-        return Err(format!("npm not found; {INSTALL_HINT}"));
-    }
-
-    let chromium =
-        std::env::var("HERALD_E2E_CHROMIUM").unwrap_or_else(|_| DEFAULT_CHROMIUM.to_owned());
-    let runs = Command::new(&chromium)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !runs {
-        return Err(format!(
-            "{chromium} is missing or does not run (`{chromium} --version` failed); {INSTALL_HINT}"
-        ));
-    }
-    Ok(chromium)
+    Ok(files)
 }
 
-/// `v20.20.2` -> `(20, 20)`.
-fn parse_major_minor(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.trim_start_matches('v').split('.');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+/// `HERALD_E2E_CHROMIUM` if set (it must run), else `/usr/bin/chromium`, installed from
+/// Debian's packages when missing.
+fn ensure_chromium() -> Result<String, String> {
+    if let Ok(custom) = env::var("HERALD_E2E_CHROMIUM") {
+        return if runs(&custom) {
+            Ok(custom)
+        } else {
+            Err(format!(
+                "HERALD_E2E_CHROMIUM={custom} does not run (`{custom} --version` failed)"
+            ))
+        };
+    }
+    if !runs(DEFAULT_CHROMIUM) {
+        install_chromium()?;
+    }
+    if runs(DEFAULT_CHROMIUM) {
+        Ok(DEFAULT_CHROMIUM.to_owned())
+    } else {
+        Err(format!(
+            "{DEFAULT_CHROMIUM} does not run after installing Debian's chromium package"
+        ))
+    }
+}
+
+fn runs(chromium: &str) -> bool {
+    Command::new(chromium)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// `apt-get install chromium`, as root or through `sudo -n`. The browser is never downloaded by
+/// the test tools themselves.
+fn install_chromium() -> Result<(), String> {
+    const HINT: &str = "the browser tests need Chromium: install Debian/Ubuntu's `chromium` \
+         package, or set HERALD_E2E_CHROMIUM to a Chromium or Chrome binary";
+    if !Path::new("/usr/bin/apt-get").exists() {
+        return Err(format!(
+            "{DEFAULT_CHROMIUM} not found and no apt-get; {HINT}"
+        ));
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if is_root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        cmd.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(io::stderr());
+        match util::run(&mut cmd) {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!(
+                "apt-get {} failed ({status}); {HINT}",
+                args.join(" ")
+            )),
+            Err(e) => Err(format!("{e}; {HINT}")),
+        }
+    };
+    eprintln!("xtask: {DEFAULT_CHROMIUM} not found; installing Debian's chromium package");
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "chromium"])
 }
 
 /// `npm ci` from the committed lockfile, unless `node_modules` is already there. playwright-core
 /// downloads no browser; the tests use the system's Chromium.
-fn npm_ci_if_needed(dir: &Path) -> Result<(), String> {
+fn npm_ci_if_needed(node: &Node, dir: &Path) -> Result<(), String> {
     if dir.join("node_modules").is_dir() {
         return Ok(());
     }
@@ -197,7 +259,7 @@ fn npm_ci_if_needed(dir: &Path) -> Result<(), String> {
         "xtask: installing the browser tests' npm packages (npm ci in {})",
         dir.display()
     );
-    let mut npm = Command::new("npm");
+    let mut npm = node.npm();
     npm.args(["ci", "--no-audit", "--no-fund"])
         .current_dir(dir)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");

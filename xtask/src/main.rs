@@ -12,8 +12,10 @@ compile_error!("xtask supports Linux and macOS only");
 
 mod e2e;
 mod nats_server;
+mod node;
 mod up;
 mod util;
+mod wheel;
 
 use std::env;
 use std::process::ExitCode;
@@ -23,9 +25,10 @@ Usage: cargo xtask <command>
 
 Commands:
   nats-server   ensure nats-server (>= 2.11 on PATH, else the pinned one in .herald/bin) and print its path
-  test [ARGS]   run `cargo test --workspace --locked [ARGS]` with HERALD_NATS_SERVER set
+  test [ARGS]   run `cargo test --workspace --locked [ARGS]` with HERALD_NATS_SERVER set,
+                then the browser tests (installing Chromium and Node.js when missing)
   up            run NATS, the publisher and two edges locally until Ctrl-C
-  e2e [ARGS]    browser tests (tests/e2e/) in headless Chromium against a stack of their own;
+  e2e [ARGS]    only the browser tests (tests/e2e/) in headless Chromium, on a stack of their own;
                 ARGS go to `node --test`, e.g. --test-name-pattern=failover
   schemas       regenerate the JSON schemas (HERALD_UPDATE_SCHEMAS=1)
   help          show this list";
@@ -57,7 +60,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the whole test suite against a known-good nats-server, so nobody has to install one.
+/// Runs the whole test suite: the Rust tests against a known-good nats-server, then the browser
+/// tests. Both run even when the first fails, so one run shows every failure. With arguments
+/// (a test filter, say) only the Rust tests run.
 fn test(extra_args: &[String]) -> Result<ExitCode, String> {
     let nats = nats_server::ensure()?;
     eprintln!(
@@ -65,12 +70,29 @@ fn test(extra_args: &[String]) -> Result<ExitCode, String> {
         nats.version,
         nats.path.display()
     );
+    // Before the long build: a machine that cannot get a browser fails now.
+    let browser = if extra_args.is_empty() {
+        Some(e2e::ensure_tools()?)
+    } else {
+        None
+    };
     let mut cargo = util::cargo();
     cargo
         .args(["test", "--workspace", "--locked"])
         .args(extra_args)
         .env("HERALD_NATS_SERVER", &nats.path);
-    util::run(&mut cargo).map(util::exit_code)
+    let rust = util::run(&mut cargo)?;
+    let Some(browser) = browser else {
+        // `cargo xtask test resume` means "the resume tests", not the browser too.
+        eprintln!("xtask: arguments given, so the browser tests were not run (`cargo xtask e2e`)");
+        return Ok(util::exit_code(rust));
+    };
+    let browser = e2e::run_with(&browser, &nats.path, &[])?;
+    if !rust.success() {
+        eprintln!("xtask: the Rust tests failed ({rust})");
+        return Ok(util::exit_code(rust));
+    }
+    Ok(browser)
 }
 
 /// The schema test rewrites the committed files instead of comparing when the variable is set.

@@ -8,7 +8,7 @@
 const DAY_START_HOUR = 7;
 const DAY_END_HOUR = 20;
 const VISIBLE_MINUTES = (DAY_END_HOUR - DAY_START_HOUR) * 60;
-const MIN_BLOCK_MINUTES = 20;
+const MIN_BLOCK_MINUTES = 30; // one text line: shorter events get this much room, as calendars do
 const CALENDAR_ID = "cal_team";
 const SOURCE = "calendar-demo";
 const MAX_ACTIVITY = 30;

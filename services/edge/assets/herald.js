@@ -427,9 +427,11 @@ export class Herald {
   }
 
   #scheduleRefresh(conn, exp) {
-    // About 30 s before `exp`, sooner for short-lived tokens, never in a busy loop.
+    // 30 s before `exp`, or a third of the time left for short-lived tokens (a
+    // 5 s token still has 1.5 s for getToken() and the round trip), never in a
+    // busy loop.
     const left = exp * 1000 - Date.now();
-    const delay = Math.min(MAX_TIMEOUT_MS, Math.max(1000, left - Math.min(30000, left / 10)));
+    const delay = Math.min(MAX_TIMEOUT_MS, Math.max(1000, left - Math.min(30000, left / 3)));
     this.#timer(conn, "refresh", delay, false, async () => {
       if (conn.kind === "sse") return this.#restart(0); // no client frames: a new stream, same cursors
       let token;
