@@ -248,9 +248,12 @@ function layoutDay(column, day, items, flashId) {
     block.style.height = `calc(${((item.bottom - item.top) / VISIBLE_MINUTES) * 100}% - 2px)`;
     block.style.left = `calc(${item.lane * width}% + 2px)`;
     block.style.width = `calc(${width}% - 4px)`;
-    if (item.bottom - item.top < 45) block.classList.add("short");
+    // A one-line block has room for the title and the start time only.
+    const short = item.bottom - item.top < 45;
+    if (short) block.classList.add("short");
     if (item.clipped) block.classList.add("clipped");
-    block.querySelector(".time").textContent = `${fmtTime(item.start)}–${fmtTime(item.end)}`;
+    block.title = `${event.title}, ${fmtTime(item.start)}–${fmtTime(item.end)}`;
+    block.querySelector(".time").textContent = short ? fmtTime(item.start) : `${fmtTime(item.start)}–${fmtTime(item.end)}`;
     column.append(block);
   }
 }
