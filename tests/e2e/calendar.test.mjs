@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 
 import {
-  TEST_TIMEOUT_MS, WAIT_MS, block, devTokens, launchChromium, localSlot, newPage, publish,
+  closePage, TEST_TIMEOUT_MS, WAIT_MS, block, devTokens, launchChromium, localSlot, newPage, publish,
   recordDeliveries, stack, unique, waitDelivered, waitDemoLive, waitTitle,
 } from "./lib.mjs";
 
@@ -70,7 +70,7 @@ test("the demo renders a created event, moves and renames it on an update, remov
     ],
   );
   assert.deepEqual(delivered.map((d) => d.seq), [created, updated, deleted].map((p) => p.published[0].seq));
-  await page.context().close();
+  await closePage(page);
 });
 
 test("screenshot of the demo for the README (docs/demo.png)", {
@@ -107,7 +107,7 @@ test("screenshot of the demo for the README (docs/demo.png)", {
   const path = fileURLToPath(new URL("../../docs/demo.png", import.meta.url));
   await page.screenshot({ path, animations: "disabled", timeout: WAIT_MS });
   console.log(`wrote ${path}`);
-  await page.context().close();
+  await closePage(page);
 });
 
 const pick = ({ starts_at, ends_at }) => ({ starts_at, ends_at });

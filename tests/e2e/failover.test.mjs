@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
-  TEST_TIMEOUT_MS, WAIT_MS, block, devTokens, launchChromium, localSlot, newPage, publish,
+  closePage, TEST_TIMEOUT_MS, WAIT_MS, block, devTokens, launchChromium, localSlot, newPage, publish,
   recordDeliveries, stack, startProxy, unique, waitDelivered, waitDemoLive, waitTitle,
 } from "./lib.mjs";
 
@@ -96,5 +96,5 @@ test("after edge-a is killed the page resumes on edge-b and gets what it missed 
   // Both channels had cursors, so nothing had to be reported as unrecoverable.
   assert.equal(await page.isHidden("#notice"), true, "no truncation notice");
   assert.equal(await page.evaluate(() => window.heraldDemo.herald.transport), "websocket");
-  await page.context().close();
+  await closePage(page);
 });

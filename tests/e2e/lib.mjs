@@ -63,7 +63,12 @@ export async function newPage(browser, { expectedErrors = null, ...options } = {
   context.setDefaultTimeout(WAIT_MS);
   context.setDefaultNavigationTimeout(WAIT_MS);
   const page = await context.newPage();
-  page.on("pageerror", (err) => console.error(`[page error] ${err.message}`));
+  const uncaught = [];
+  pageErrors.set(page, uncaught);
+  page.on("pageerror", (err) => {
+    uncaught.push(err.message);
+    console.error(`[page error] ${err.message}`);
+  });
   page.on("console", (msg) => {
     // The edges serve no favicon; every other browser-side error is worth seeing.
     if (msg.type() !== "error" || msg.location().url.endsWith("/favicon.ico")) return;
@@ -71,6 +76,16 @@ export async function newPage(browser, { expectedErrors = null, ...options } = {
     console.error(`[console.error] ${msg.text()} (${msg.location().url})`);
   });
   return page;
+}
+
+/** Uncaught exceptions per page, which `closePage` turns into a failure. */
+const pageErrors = new WeakMap();
+
+/** Closes the page's context, failing the test if the page threw anything it did not catch. */
+export async function closePage(page) {
+  await page.context().close();
+  const uncaught = pageErrors.get(page) ?? [];
+  if (uncaught.length) throw new Error(`uncaught exceptions in the page: ${uncaught.join("; ")}`);
 }
 
 /** A name no other test (or earlier run) uses, so tests never see each other's events. */

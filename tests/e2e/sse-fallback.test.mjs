@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
-  TEST_TIMEOUT_MS, WAIT_MS, block, devTokens, launchChromium, localSlot, newPage, publish,
+  closePage, TEST_TIMEOUT_MS, WAIT_MS, block, devTokens, launchChromium, localSlot, newPage, publish,
   recordDeliveries, stack, startProxy, unique, waitDelivered, waitDemoLive, waitTitle,
 } from "./lib.mjs";
 
@@ -50,7 +50,7 @@ test("without a WebSocket API the demo runs over SSE", { timeout: TEST_TIMEOUT_M
   await demoWorksOverSse(page, stack.edgeB);
   assert.equal(await page.evaluate(() => typeof window.WebSocket), "undefined");
   assert.deepEqual(sockets, [], "no WebSocket was opened");
-  await page.context().close();
+  await closePage(page);
 });
 
 test("behind a proxy that refuses WebSocket upgrades the demo falls back to SSE", { timeout: TEST_TIMEOUT_MS }, async () => {
@@ -59,5 +59,5 @@ test("behind a proxy that refuses WebSocket upgrades the demo falls back to SSE"
   await demoWorksOverSse(page, proxy.url);
   // The client gives WebSockets up after two refusals before the handshake.
   assert.equal(proxy.stats.refusedUpgrades, 2);
-  await page.context().close();
+  await closePage(page);
 });

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
-  TEST_TIMEOUT_MS, WAIT_MS, devTokens, launchChromium, newPage, publish, stack, unique, until, userToken,
+  closePage, TEST_TIMEOUT_MS, WAIT_MS, devTokens, launchChromium, newPage, publish, stack, unique, until, userToken,
 } from "./lib.mjs";
 
 const TOKEN_TTL_SECS = 5;
@@ -86,5 +86,5 @@ test("a client with 5-second tokens refreshes them on the open socket, without r
   assert.ok(exps.every((exp) => exp > firstExp), `each refresh extended exp: ${exps} > ${firstExp}`);
   assert.equal(sockets[0].received.filter((f) => f.type === "error").length, 0);
   assert.ok(minted.length >= 3, `getToken was called ${minted.length} times`);
-  await page.context().close();
+  await closePage(page);
 });

@@ -252,7 +252,6 @@ function layoutDay(column, day, items, flashId) {
     const short = item.bottom - item.top < 45;
     if (short) block.classList.add("short");
     if (item.clipped) block.classList.add("clipped");
-    block.title = `${event.title}, ${fmtTime(item.start)}–${fmtTime(item.end)}`;
     block.querySelector(".time").textContent = short ? fmtTime(item.start) : `${fmtTime(item.start)}–${fmtTime(item.end)}`;
     column.append(block);
   }
