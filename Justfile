@@ -16,6 +16,10 @@ test *args:
 fmt:
     cargo fmt --all
 
+# Run the benchmarks (release build; every scenario unless args say otherwise, e.g. `--scenario unicast --quick`).
+bench *args:
+    cargo xtask bench {{args}}
+
 # Lint every crate and target; warnings are errors.
 lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings

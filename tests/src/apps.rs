@@ -45,6 +45,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
         ingest: Some(herald_publisher::streams::IngestLimits {
             ack_wait: Duration::from_secs(2),
             max_attempts: 10,
+            window: 512,
         }),
         dev_mode: false,
     }

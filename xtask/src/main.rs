@@ -10,6 +10,7 @@
 #[cfg(not(unix))]
 compile_error!("xtask supports Linux and macOS only");
 
+mod bench;
 mod e2e;
 mod nats_server;
 mod node;
@@ -30,6 +31,8 @@ Commands:
   up            run NATS, the publisher and two edges locally until Ctrl-C
   e2e [ARGS]    only the browser tests (tests/e2e/) in headless Chromium, on a stack of their own;
                 ARGS go to `node --test`, e.g. --test-name-pattern=failover
+  bench [ARGS]  the benchmarks (release build, bench/), results in target/bench/<time>/;
+                ARGS go to herald-bench, e.g. --scenario unicast --quick
   schemas       regenerate the JSON schemas (HERALD_UPDATE_SCHEMAS=1)
   help          show this list";
 
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("up") => up::run().map(|()| ExitCode::SUCCESS),
         Some("e2e") => e2e::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("schemas") => schemas(),
         Some(other) => Err(format!("unknown command `{other}`; see `cargo xtask help`")),
     };

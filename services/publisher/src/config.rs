@@ -44,6 +44,10 @@ pub struct Args {
     /// before it is dead-lettered with NATS_UNAVAILABLE.
     #[arg(long, env = "HERALD_INGEST_MAX_ATTEMPTS", default_value_t = 10)]
     pub ingest_max_attempts: u32,
+    /// Domain messages in hand at once: their notifications are sent in
+    /// stream order without waiting for each other's acks.
+    #[arg(long, env = "HERALD_INGEST_WINDOW", default_value_t = 512)]
+    pub ingest_window: u32,
     /// Do not consume domain events from NATS (`domain.>`); HTTP ingest only.
     #[arg(long, env = "HERALD_NO_INGEST", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ingest: bool,
@@ -119,6 +123,7 @@ impl TryFrom<Args> for Config {
             ingest: (!args.no_ingest).then_some(IngestLimits {
                 ack_wait: ingest_ack_wait,
                 max_attempts: args.ingest_max_attempts,
+                window: args.ingest_window.clamp(1, 10_000),
             }),
             dev_mode: args.jwt.dev,
         })

@@ -1,14 +1,21 @@
 //! NATS ingest: domain events from the domain stream (`domain.<type>`),
 //! stored exactly as over HTTP, or dead-lettered.
 //!
-//! Every replica pulls from the one durable consumer, which hands out one
-//! message at a time (`max_ack_pending: 1`, see `streams`), so events are
-//! stored in domain-stream order whichever replica takes them. A message is
-//! acked only after its notifications are stored. One that cannot be stored
-//! (NATS or JetStream trouble) is nak'd with a delay that doubles per
-//! delivery, and nothing after it is handed out meanwhile; after
-//! `max_attempts` deliveries it is dead-lettered. An invalid one is written
-//! to the dead-letter stream with the error and the payload, then terminated.
+//! Every replica pulls the one durable consumer in one priority group, and
+//! JetStream pins it to one of them at a time: the others stand by, and one
+//! takes over when the pinned one stops pulling (`priority_timeout`, the ack
+//! wait). The pinned replica takes up to `window` messages at once, in stream
+//! order, and sends each one's notifications before the next one's, so
+//! JetStream stores them in domain-stream order without a round trip per
+//! event. A message is acked only after its own notifications are stored.
+//!
+//! One that cannot be stored (NATS or JetStream trouble) is retried in place,
+//! with a delay that doubles per attempt, before anything more is taken; after
+//! `max_attempts` (deliveries by JetStream included) it is dead-lettered. The
+//! one exception to stream order: when a store fails but one sent after it in
+//! the same window succeeds (a NATS reconnect between the two), the later one
+//! is stored first. An invalid message is written to the dead-letter stream
+//! with the error and the payload, then terminated.
 //!
 //! Redeliveries are harmless: an envelope without `id` gets one derived from
 //! the message's place in the domain stream, and a dead letter's `Nats-Msg-Id`
@@ -16,6 +23,7 @@
 
 use std::{
     future::Future,
+    pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,7 +39,7 @@ use async_nats::{
         },
     },
 };
-use futures_util::StreamExt;
+use futures_util::{StreamExt, future, stream::FuturesOrdered};
 use herald_shared::{
     api::DeadLetter,
     envelope::{MAX_ENVELOPE_BYTES, Timestamp, ValidEvent, parse_event_with_defaults},
@@ -46,8 +54,8 @@ use tracing::Instrument;
 
 use crate::{
     metrics::{Metrics, Source},
-    publish::publish,
-    streams::{EnsureError, IngestLimits, ensure_domain_streams},
+    publish::{PublishError, publish, send},
+    streams::{DOMAIN_PRIORITY_GROUP, EnsureError, IngestLimits, ensure_domain_streams},
 };
 
 /// How long to wait before setting the consumer up again after it failed.
@@ -97,6 +105,43 @@ struct Delivery {
     deliveries: u64,
     /// When JetStream stored the message: the same on every redelivery.
     stored_at: OffsetDateTime,
+}
+
+/// A message taken up, finishing its work: what to settle it with.
+type InHand<'a> = Pin<Box<dyn Future<Output = Handled> + Send + 'a>>;
+
+/// A message whose work is done: how to settle it, or why it could not be stored.
+struct Handled {
+    message: Message,
+    settle: Settle,
+    n_stored: u64,
+    n_dead_lettered: u64,
+    failure: Option<Failure>,
+}
+
+impl Handled {
+    fn settled(message: Message, settle: Settle) -> Self {
+        Self {
+            message,
+            settle,
+            n_stored: 0,
+            n_dead_lettered: 0,
+            failure: None,
+        }
+    }
+}
+
+/// Storing a valid event failed (NATS or JetStream trouble): retried.
+struct Failure {
+    delivery: Delivery,
+    event: ValidEvent,
+    error: PublishError,
+}
+
+/// A message that could not be stored yet.
+struct Failed {
+    message: Message,
+    failure: Failure,
 }
 
 /// How to answer JetStream about a message once it is handled.
@@ -151,51 +196,82 @@ impl Ingest {
         );
     }
 
-    /// Handles messages one at a time until `cancel` fires (then `Ok`) or the
-    /// pull fails.
+    /// Takes messages in stream order, up to `window` at once, until `cancel`
+    /// fires (then `Ok`, with every message in hand settled) or the pull fails.
+    ///
+    /// Each message's notifications are sent as it is taken, before the next
+    /// one's, so JetStream stores them in stream order; the acks are awaited
+    /// in that order too, and each message is acked once its own are in.
     async fn consume(
         &self,
         consumer: PullConsumer,
         cancel: &CancellationToken,
         counts: &mut Counts,
     ) -> Result<(), ConsumeError> {
-        let mut messages: Messages = consumer.messages().await?;
+        let mut messages: Messages = consumer
+            .stream()
+            .group(DOMAIN_PRIORITY_GROUP)
+            // Pulls renew the pin; each expires well inside the pin's timeout.
+            .expires(self.limits.ack_wait / 4)
+            .messages()
+            .await?;
         tracing::debug!("Consuming domain events.");
-        loop {
-            let next = tokio::select! {
+        let window = usize::try_from(self.limits.window.max(1)).unwrap_or(usize::MAX);
+        let mut in_hand = FuturesOrdered::new();
+        let result = loop {
+            tokio::select! {
                 biased;
-                () = cancel.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let message = next.ok_or(ConsumeError::Ended)??;
-            // One span per message, continuing the domain service's trace if
-            // the message names one (its `traceparent` header).
-            let span = tracing::info_span!(
-                parent: None,
-                "ingest_event",
-                subject = %message.subject,
-                "event.id" = tracing::field::Empty,
-                "event.type" = tracing::field::Empty,
-            );
-            if let Some(headers) = &message.headers {
-                trace_context::set_parent(&span, headers);
+                () = cancel.cancelled() => break Ok(()),
+                Some(handled) = in_hand.next() => {
+                    if let Err(failed) = self.settle(handled, counts).await {
+                        // Retry it before taking anything more, then settle
+                        // what is in hand in order, retrying any other failure.
+                        self.retry_in_place(failed, cancel, counts).await;
+                        while let Some(handled) = in_hand.next().await {
+                            if let Err(failed) = self.settle(handled, counts).await {
+                                self.retry_in_place(failed, cancel, counts).await;
+                            }
+                        }
+                    }
+                }
+                next = messages.next(), if in_hand.len() < window => {
+                    let message = match next {
+                        Some(Ok(message)) => message,
+                        Some(Err(err)) => break Err(err.into()),
+                        None => break Err(ConsumeError::Ended),
+                    };
+                    in_hand.push_back(self.take(message).await);
+                }
             }
-            let settle = self.handle(&message, counts).instrument(span).await;
-            if cancel.is_cancelled() {
-                // Stop pulling before settling: settling lets JetStream hand out
-                // the next message, which should go to a replica that stays
-                // rather than wait out the ack wait in this one's buffer.
-                drop(messages);
-                settle_message(&message, settle).await;
-                return Ok(());
+        };
+        // Stop pulling before settling: settling lets JetStream hand out more,
+        // which should go to a replica that stays rather than wait out the ack
+        // wait in this one's buffer.
+        drop(messages);
+        while let Some(handled) = in_hand.next().await {
+            if let Err(failed) = self.settle(handled, counts).await {
+                // Shutting down or re-subscribing: leave it to a redelivery.
+                settle_message(&failed.message, Settle::Retry(Duration::ZERO)).await;
             }
-            settle_message(&message, settle).await;
         }
+        result
     }
 
-    /// Stores or dead-letters one message and says how to settle it.
-    async fn handle(&self, message: &Message, counts: &mut Counts) -> Settle {
-        // Counted once per delivery, however this ends; `rejected` until it is valid.
+    /// Validates `message` and sends its notifications (or, if invalid, its
+    /// dead letter); the returned future finishes the work.
+    async fn take(&self, message: Message) -> InHand<'_> {
+        // One span per message, continuing the domain service's trace if the
+        // message names one (its `traceparent` header).
+        let span = tracing::info_span!(
+            parent: None,
+            "ingest_event",
+            subject = %message.subject,
+            "event.id" = tracing::field::Empty,
+            "event.type" = tracing::field::Empty,
+        );
+        if let Some(headers) = &message.headers {
+            trace_context::set_parent(&span, headers);
+        }
         let mut outcome = self.metrics.event(Source::Nats);
         let delivery = match message.info() {
             Ok(info) => Delivery {
@@ -209,69 +285,154 @@ impl Ingest {
             // than retry something that cannot change.
             Err(err) => {
                 tracing::error!(error = %err, subject = %message.subject, "A domain message without JetStream metadata; dropping it.");
-                return Settle::Terminate;
+                return Box::pin(future::ready(Handled::settled(message, Settle::Terminate)));
             }
         };
         self.metrics.observe_ingest_lag(delivery.stored_at);
         let parsing = Instant::now();
         let event = match validate(&delivery, &message.payload) {
-            Ok(event) => {
-                let span = tracing::Span::current();
-                span.record("event.id", event.id.as_str());
-                span.record("event.type", event.event_type.as_str());
-                event
-            }
+            Ok(event) => event,
             Err(refusal) => {
                 outcome.type_claimed_by(&message.payload);
-                let settle = self.dead_letter(message, &delivery, refusal, counts).await;
-                if settle != Settle::Terminate {
-                    // Not even dead-lettered: it comes back.
-                    outcome.failed();
-                }
-                return settle;
+                return Box::pin(
+                    async move {
+                        let mut counts = Counts::default();
+                        let settle = self
+                            .dead_letter(&message, &delivery, refusal, &mut counts)
+                            .await;
+                        if settle != Settle::Terminate {
+                            // Not even dead-lettered: it comes back.
+                            outcome.failed();
+                        }
+                        Handled {
+                            settle,
+                            n_dead_lettered: counts.n_dead_lettered,
+                            ..Handled::settled(message, settle)
+                        }
+                    }
+                    .instrument(span),
+                );
             }
         };
+        span.record("event.id", event.id.as_str());
+        span.record("event.type", event.event_type.as_str());
         outcome.storing(event.event_type);
-        let stored = with_progress(
-            message,
-            self.limits.ack_wait,
-            publish(&self.jetstream, &event, self.publish_window),
-        )
-        .await;
-        match stored {
-            Ok(accepted) => {
-                counts.n_stored += 1;
-                outcome.stored(accepted.duplicate, parsing.elapsed());
-                tracing::debug!(
-                    subject = %delivery.subject,
-                    stream_seq = delivery.stream_seq,
-                    deliveries = delivery.deliveries,
-                    event.id = %event.id,
-                    n_channels = accepted.published.len(),
-                    duplicate = accepted.duplicate,
-                    n_stored = counts.n_stored,
-                    "Domain event stored."
-                );
-                Settle::Ack
+        let sent = send(&self.jetstream, &event).instrument(span.clone()).await;
+        Box::pin(
+            async move {
+                let stored = match sent {
+                    Ok(acks) => with_progress(&message, self.limits.ack_wait, acks).await,
+                    Err(err) => Err(err),
+                };
+                match stored {
+                    Ok(accepted) => {
+                        outcome.stored(accepted.duplicate, parsing.elapsed());
+                        tracing::debug!(
+                            subject = %delivery.subject,
+                            stream_seq = delivery.stream_seq,
+                            deliveries = delivery.deliveries,
+                            event.id = %event.id,
+                            n_channels = accepted.published.len(),
+                            duplicate = accepted.duplicate,
+                            "Domain event stored."
+                        );
+                        Handled {
+                            n_stored: 1,
+                            ..Handled::settled(message, Settle::Ack)
+                        }
+                    }
+                    Err(err) => Handled {
+                        failure: Some(Failure {
+                            delivery,
+                            event,
+                            error: err,
+                        }),
+                        ..Handled::settled(message, Settle::Retry(Duration::ZERO))
+                    },
+                }
             }
-            Err(err) if delivery.deliveries >= u64::from(self.limits.max_attempts) => {
+            .instrument(span),
+        )
+    }
+
+    /// Answers JetStream for a handled message, or hands back one whose
+    /// notifications could not be stored.
+    async fn settle(&self, handled: Handled, counts: &mut Counts) -> Result<(), Failed> {
+        counts.n_stored += handled.n_stored;
+        counts.n_dead_lettered += handled.n_dead_lettered;
+        if let Some(failure) = handled.failure {
+            return Err(Failed {
+                message: handled.message,
+                failure,
+            });
+        }
+        settle_message(&handled.message, handled.settle).await;
+        Ok(())
+    }
+
+    /// Stores a message whose first attempt failed, retrying with a delay that
+    /// doubles per attempt while nothing else is taken; after `max_attempts`
+    /// it is dead-lettered. On shutdown it is left to a redelivery.
+    async fn retry_in_place(
+        &self,
+        failed: Failed,
+        cancel: &CancellationToken,
+        counts: &mut Counts,
+    ) {
+        let Failed { message, failure } = failed;
+        let Failure {
+            delivery,
+            event,
+            mut error,
+        } = failure;
+        // Earlier deliveries count as attempts: a message that keeps failing
+        // on every replica is still dead-lettered in the end.
+        let mut attempts = delivery.deliveries;
+        loop {
+            if attempts >= u64::from(self.limits.max_attempts) {
                 let refusal = ErrorBody::new(
                     ErrorCode::NatsUnavailable,
-                    format!("gave up after {} attempts: {err}", delivery.deliveries),
+                    format!("gave up after {attempts} attempts: {error}"),
                 );
-                self.dead_letter(message, &delivery, refusal, counts).await
+                let settle = self.dead_letter(&message, &delivery, refusal, counts).await;
+                settle_message(&message, settle).await;
+                return;
             }
-            Err(err) => {
-                let delay = retry_delay(delivery.deliveries);
-                tracing::warn!(
-                    error = %err,
-                    subject = %delivery.subject,
-                    stream_seq = delivery.stream_seq,
-                    deliveries = delivery.deliveries,
-                    retry_in_ms = delay.as_millis(),
-                    "Storing a domain event failed; it will be retried."
-                );
-                Settle::Retry(delay)
+            let delay = retry_delay(attempts);
+            tracing::warn!(
+                error = %error,
+                subject = %delivery.subject,
+                stream_seq = delivery.stream_seq,
+                attempts,
+                retry_in_ms = delay.as_millis(),
+                "Storing a domain event failed; retrying it before anything after it."
+            );
+            let waited = tokio::select! {
+                () = cancel.cancelled() => false,
+                () = with_progress(&message, self.limits.ack_wait, tokio::time::sleep(delay)) => true,
+            };
+            if !waited {
+                settle_message(&message, Settle::Retry(Duration::ZERO)).await;
+                return;
+            }
+            attempts += 1;
+            let mut outcome = self.metrics.event(Source::Nats);
+            outcome.storing(event.event_type);
+            let started = Instant::now();
+            let stored = with_progress(
+                &message,
+                self.limits.ack_wait,
+                publish(&self.jetstream, &event, self.publish_window),
+            )
+            .await;
+            match stored {
+                Ok(accepted) => {
+                    outcome.stored(accepted.duplicate, started.elapsed());
+                    counts.n_stored += 1;
+                    settle_message(&message, Settle::Ack).await;
+                    return;
+                }
+                Err(err) => error = err,
             }
         }
     }

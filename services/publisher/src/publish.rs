@@ -6,10 +6,12 @@ use async_nats::{
     jetstream::{self, context::PublishAckFuture},
 };
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, TryStreamExt, future, stream};
 use herald_shared::{
     api::{PublishAccepted, PublishedChannel},
+    channel::Channel,
     envelope::ValidEvent,
+    ids::EventId,
     subject::{message_id, stored_subject},
     trace_context,
 };
@@ -31,45 +33,103 @@ pub(crate) async fn publish(
     event: &ValidEvent,
     window: usize,
 ) -> Result<PublishAccepted, PublishError> {
-    // The same bytes for every channel: serialize once.
+    let messages = messages(event)?;
+    let acks: Vec<_> = stream::iter(messages)
+        .map(|message| async move { message.send(jetstream).await?.await })
+        .buffered(window)
+        .try_collect()
+        .await?;
+    Ok(accepted(event.id.clone(), acks))
+}
+
+/// Sends one notification per channel of `event`, in channel order, without
+/// waiting for JetStream's acks: what the caller sends after this returns is
+/// stored after these. The returned future waits for the acks.
+pub(crate) async fn send(
+    jetstream: &jetstream::Context,
+    event: &ValidEvent,
+) -> Result<impl Future<Output = Result<PublishAccepted, PublishError>> + use<>, PublishError> {
+    let mut acks = Vec::with_capacity(event.channels.len());
+    for message in messages(event)? {
+        acks.push(message.send(jetstream).await?);
+    }
+    let id = event.id.clone();
+    Ok(async move {
+        let acks = future::try_join_all(acks).await?;
+        Ok(accepted(id, acks))
+    })
+}
+
+/// One notification to store: its channel, subject, headers and payload.
+struct Outgoing {
+    channel: Channel,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+impl Outgoing {
+    /// Hands the message to the connection; the returned future waits for its ack.
+    async fn send(
+        self,
+        jetstream: &jetstream::Context,
+    ) -> Result<
+        impl Future<Output = Result<(PublishedChannel, bool), PublishError>> + use<>,
+        PublishError,
+    > {
+        let ack: PublishAckFuture = jetstream
+            .publish_with_headers(self.subject, self.headers, self.payload)
+            .await
+            .map_err(|err| PublishError(err.into()))?;
+        let channel = self.channel;
+        Ok(async move {
+            let ack = ack.await.map_err(|err| PublishError(err.into()))?;
+            Ok((
+                PublishedChannel {
+                    channel,
+                    seq: ack.sequence,
+                },
+                ack.duplicate,
+            ))
+        })
+    }
+}
+
+/// The messages that store `event`: the same payload and trace context for
+/// every channel, serialized once.
+fn messages(event: &ValidEvent) -> Result<Vec<Outgoing>, PublishError> {
     let payload = Bytes::from(
         serde_json::to_vec(&event.notification()).map_err(|err| PublishError(err.into()))?,
     );
-    // Likewise the trace context: written once, copied into each message.
     let mut trace_headers = HeaderMap::new();
     trace_context::inject(&mut trace_headers);
-    let acks: Vec<_> = stream::iter(event.channels.iter().cloned())
+    Ok(event
+        .channels
+        .iter()
         .map(|channel| {
-            let subject = stored_subject(&channel);
+            let subject = stored_subject(channel);
             let mut headers = trace_headers.clone();
             headers.insert(
                 NATS_MESSAGE_ID,
                 message_id(&subject, event.id.as_str()).as_str(),
             );
-            let payload = payload.clone();
-            async move {
-                let ack: PublishAckFuture = jetstream
-                    .publish_with_headers(String::from(subject), headers, payload)
-                    .await
-                    .map_err(|err| PublishError(err.into()))?;
-                let ack = ack.await.map_err(|err| PublishError(err.into()))?;
-                Ok::<_, PublishError>((
-                    PublishedChannel {
-                        channel,
-                        seq: ack.sequence,
-                    },
-                    ack.duplicate,
-                ))
+            Outgoing {
+                channel: channel.clone(),
+                subject: String::from(subject),
+                headers,
+                payload: payload.clone(),
             }
         })
-        .buffered(window)
-        .try_collect()
-        .await?;
+        .collect())
+}
 
+/// The answer for the event `id` from its channels' acks: a duplicate only if
+/// every channel's notification was one.
+fn accepted(id: EventId, acks: Vec<(PublishedChannel, bool)>) -> PublishAccepted {
     let duplicate = acks.iter().all(|(_, duplicate)| *duplicate);
-    Ok(PublishAccepted {
-        id: event.id.clone(),
+    PublishAccepted {
+        id,
         duplicate,
         published: acks.into_iter().map(|(published, _)| published).collect(),
-    })
+    }
 }

@@ -14,7 +14,7 @@ use std::{collections::HashMap, time::Duration};
 
 use async_nats::jetstream::{
     self,
-    consumer::{self, AckPolicy, DeliverPolicy, PullConsumer},
+    consumer::{self, AckPolicy, DeliverPolicy, PriorityPolicy, PullConsumer},
     stream::{Config, DiscardPolicy, Republish, RetentionPolicy, StorageType},
 };
 use herald_shared::{
@@ -45,7 +45,13 @@ pub struct IngestLimits {
     /// Deliveries of a message that keeps failing to be stored (NATS trouble)
     /// before it is dead-lettered with `NATS_UNAVAILABLE`; at least 1.
     pub max_attempts: u32,
+    /// Domain messages out to the one active publisher at once (the
+    /// consumer's `max_ack_pending`); at least 1.
+    pub window: u32,
 }
+
+/// The priority group every replica pulls the domain consumer with.
+pub(crate) const DOMAIN_PRIORITY_GROUP: &str = "publishers";
 
 /// Unprocessed domain events older than this are dropped.
 const DOMAIN_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -150,11 +156,14 @@ fn domain_consumer_config(limits: &IngestLimits) -> consumer::pull::Config {
         // The publisher decides when to give up (`max_attempts`) and dead-letters
         // the message first; JetStream giving up would drop it silently.
         max_deliver: -1,
-        // One message out at a time across all replicas: the next is handed out
-        // only once this one is acked or terminated, and a nak'd one comes back
-        // before anything after it. That is what keeps domain events in stream
-        // order (an `updated` is never stored after the `deleted` that followed it).
-        max_ack_pending: 1,
+        // One replica at a time takes domain messages (the pinned client; the
+        // others stand by and take over when it stops pulling), a window of
+        // them in stream order, and stores them in that order: an `updated` is
+        // never stored after the `deleted` that followed it.
+        max_ack_pending: i64::from(limits.window.max(1)),
+        priority_policy: PriorityPolicy::PinnedClient,
+        priority_groups: vec![DOMAIN_PRIORITY_GROUP.into()],
+        priority_timeout: limits.ack_wait,
         ..Default::default()
     }
 }
