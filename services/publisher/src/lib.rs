@@ -14,6 +14,7 @@ mod metrics;
 mod nats_ingest;
 mod ops;
 mod publish;
+mod sequencer;
 mod state;
 pub mod streams;
 

@@ -8,6 +8,8 @@
 //! order, and sends each one's notifications before the next one's, so
 //! JetStream stores them in domain-stream order without a round trip per
 //! event. A message is acked only after its own notifications are stored.
+//! After a takeover, newer messages wait for the ones the previous replica
+//! held (`sequencer`).
 //!
 //! One that cannot be stored (NATS or JetStream trouble) is retried in place,
 //! with a delay that doubles per attempt, before anything more is taken; after
@@ -55,6 +57,7 @@ use tracing::Instrument;
 use crate::{
     metrics::{Metrics, Source},
     publish::{PublishError, publish, send},
+    sequencer::Sequencer,
     streams::{DOMAIN_PRIORITY_GROUP, EnsureError, IngestLimits, ensure_domain_streams},
 };
 
@@ -216,9 +219,15 @@ impl Ingest {
             .messages()
             .await?;
         tracing::debug!("Consuming domain events.");
-        let window = usize::try_from(self.limits.window.max(1)).unwrap_or(usize::MAX);
+        // A gap left by a replica that died with messages in hand fills when
+        // JetStream hands them out again, an ack wait after it did; past
+        // twice that, they are taken to be gone.
+        let gap_bound = self.limits.ack_wait * 2 + Duration::from_secs(1);
+        let mut sequencer = Sequencer::new();
+        let mut gap_deadline: Option<tokio::time::Instant> = None;
         let mut in_hand = FuturesOrdered::new();
         let result = loop {
+            let mut ready = Vec::new();
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break Ok(()),
@@ -233,16 +242,51 @@ impl Ingest {
                             }
                         }
                     }
+                    continue;
                 }
-                next = messages.next(), if in_hand.len() < window => {
+                () = sleep_until_deadline(gap_deadline) => {
+                    if let Some(floor) = ack_floor(&consumer).await {
+                        ready = sequencer.floor(floor);
+                    }
+                    if ready.is_empty() {
+                        tracing::warn!(
+                            next_stream_seq = sequencer.waiting_since(),
+                            "Older domain messages never came back; taking the newer ones."
+                        );
+                        ready = sequencer.skip_gap();
+                    }
+                }
+                next = messages.next() => {
                     let message = match next {
                         Some(Ok(message)) => message,
                         Some(Err(err)) => break Err(err.into()),
                         None => break Err(ConsumeError::Ended),
                     };
-                    in_hand.push_back(self.take(message).await);
+                    match message.info().map(|info| info.stream_sequence) {
+                        Ok(seq) => {
+                            // Read the floor only when something seems to be
+                            // missing, not while a known gap waits to fill.
+                            if sequencer.would_wait(seq)
+                                && gap_deadline.is_none()
+                                && let Some(floor) = ack_floor(&consumer).await
+                            {
+                                ready = sequencer.floor(floor);
+                            }
+                            ready.extend(sequencer.offer(seq, message));
+                        }
+                        // `take` terminates it.
+                        Err(_) => ready.push(message),
+                    }
                 }
             }
+            for message in ready {
+                in_hand.push_back(self.take(message).await);
+            }
+            gap_deadline = match (sequencer.waiting_since(), gap_deadline) {
+                (None, _) => None,
+                (Some(_), None) => Some(tokio::time::Instant::now() + gap_bound),
+                (Some(_), Some(deadline)) => Some(deadline),
+            };
         };
         // Stop pulling before settling: settling lets JetStream hand out more,
         // which should go to a replica that stays rather than wait out the ack
@@ -540,6 +584,26 @@ fn validate(delivery: &Delivery, payload: &[u8]) -> Result<ValidEvent, ErrorBody
     Ok(event)
 }
 
+/// The consumer's ack floor (every stream seq at or below it is acked), or
+/// `None` if JetStream does not answer: the caller then waits on.
+async fn ack_floor(consumer: &PullConsumer) -> Option<u64> {
+    match consumer.get_info().await {
+        Ok(info) => Some(info.ack_floor.stream_sequence),
+        Err(err) => {
+            tracing::debug!(error = %err, "Reading the domain consumer's ack floor failed.");
+            None
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => future::pending().await,
+    }
+}
+
 /// 100 ms after the first delivery, doubling per delivery, at most 5 s.
 fn retry_delay(deliveries: u64) -> Duration {
     let doublings = u32::try_from(deliveries.saturating_sub(1))
@@ -573,12 +637,13 @@ async fn with_progress<T>(
     }
 }
 
-/// Answers JetStream. Acks and terminations wait for the server's
-/// confirmation; if one is lost, the message comes back after the ack wait
-/// and its redelivery stores nothing new.
+/// Answers JetStream. An ack does not wait for the server's confirmation (a
+/// round trip per message would bound the whole ingest); if one is lost, the
+/// message comes back after the ack wait and its redelivery stores nothing
+/// new. A termination does wait: it is rare, and ends a dead letter's story.
 async fn settle_message(message: &Message, settle: Settle) {
     let result = match settle {
-        Settle::Ack => message.double_ack().await,
+        Settle::Ack => message.ack().await,
         Settle::Terminate => message.double_ack_with(AckKind::Term).await,
         Settle::Retry(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
     };
