@@ -1,7 +1,7 @@
 //! `GET /v1/ws`: authenticate at the handshake, then hand the socket to a
 //! tracked session, or tell it why not and close it with the matching code.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, pin::Pin};
 
 use axum::{
     extract::{
@@ -20,9 +20,11 @@ use herald_shared::{
 
 use crate::{replay::Cursor, session, state::AppState};
 
-/// tungstenite reads into a buffer of this size; its default (128 KiB, zero-filled
-/// on first read) would cost more than everything else a socket holds.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite reads into a buffer of this size, which an idle socket keeps; its
+/// default (128 KiB, zero-filled on first read) would cost more than everything
+/// else a socket holds. Client frames are small (`ping`, `subscribe`, `auth`);
+/// a larger one (up to the 16 KiB limit) just takes a few reads.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are coalesced up to this many bytes before a write.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -64,12 +66,13 @@ pub(crate) async fn websocket(
         .max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .on_upgrade(move |socket| {
-            sessions.track_future(async move {
-                match admission {
-                    Ok(admitted) => session::run(socket, state, admitted).await,
-                    Err(refusal) => refuse(socket, refusal).await,
-                }
-            })
+            // Chosen here rather than in an `async` block, which would keep
+            // the socket and the admission in the task for its whole life.
+            let session: Pin<Box<dyn Future<Output = ()> + Send>> = match admission {
+                Ok(admitted) => Box::pin(session::run(socket, state, admitted)),
+                Err(refusal) => Box::pin(refuse(socket, refusal)),
+            };
+            sessions.track_future(session)
         })
 }
 

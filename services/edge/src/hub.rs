@@ -384,7 +384,8 @@ impl Forwarding {
                         continue;
                     }
                     if previous > hw {
-                        self.repair(&entry, hw, previous, "live").await;
+                        // Boxed: rare, and large next to the loop the task keeps.
+                        Box::pin(self.repair(&entry, hw, previous, "live")).await;
                     }
                     let stored_at = message
                         .headers
@@ -412,7 +413,7 @@ impl Forwarding {
                     let Some(entry) = self.entry.upgrade() else { return };
                     let hw = entry.hw();
                     if upto > hw {
-                        self.repair(&entry, hw, upto, "reconcile").await;
+                        Box::pin(self.repair(&entry, hw, upto, "reconcile")).await;
                     }
                 }
             }

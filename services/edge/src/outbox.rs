@@ -4,14 +4,24 @@
 //! push that would take the queue past its bound is refused and marks the
 //! socket a slow consumer, which its session then closes with 4008. One
 //! slow socket therefore holds at most the bound and slows nobody else.
+//!
+//! A `VecDeque` behind a mutex rather than a channel: an idle socket's queue
+//! allocates nothing (a tokio channel allocates a 32-slot block and a padded
+//! header up front, about 2 KiB per socket).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    collections::VecDeque,
+    future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::Poll,
 };
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{Notify, mpsc};
+use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::FrameKind;
@@ -26,42 +36,59 @@ pub(crate) struct Queued {
 /// The sending half; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Queued>,
     shared: Arc<Shared>,
 }
 
 /// The receiving half, owned by the session.
 #[derive(Debug)]
 pub(crate) struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<Queued>,
     shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
 struct Shared {
+    queue: Mutex<VecDeque<Queued>>,
+    /// The session waiting for a frame.
+    waker: AtomicWaker,
+    /// Set when the receiver is dropped: pushes are refused.
+    closed: AtomicBool,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
-    /// Cancelled on the first refused push.
+    /// Set on the first refused push: read on every push, where the token's
+    /// lock would cost more than the push itself.
+    overflowed_flag: AtomicBool,
+    /// Cancelled on the first refused push, for whoever waits on it.
     overflowed: CancellationToken,
     /// Notified when written frames free room.
     room: Notify,
 }
 
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.queue.lock().expect("outbox lock").clear();
+        // A replay waiting for room gives up.
+        self.shared.room.notify_waiters();
+    }
+}
+
 /// A queue that holds at most `max_bytes` of frames.
 pub(crate) fn outbox(max_bytes: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        waker: AtomicWaker::new(),
+        closed: AtomicBool::new(false),
         queued_bytes: AtomicUsize::new(0),
         max_bytes,
+        overflowed_flag: AtomicBool::new(false),
         overflowed: CancellationToken::new(),
         room: Notify::new(),
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        OutboxReceiver { rx, shared },
+        OutboxReceiver { shared },
     )
 }
 
@@ -77,17 +104,24 @@ impl Outbox {
     /// Queues `frame` of `kind`; `false` when it was refused.
     pub(crate) fn push_with(&self, frame: Utf8Bytes, kind: FrameKind) -> bool {
         let shared = &self.shared;
-        if shared.overflowed.is_cancelled() {
+        if shared.overflowed_flag.load(Ordering::Acquire) || shared.closed.load(Ordering::Acquire) {
             return false;
         }
         let len = frame.len();
         let before = shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > shared.max_bytes {
             shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            shared.overflowed_flag.store(true, Ordering::Release);
             shared.overflowed.cancel();
             return false;
         }
-        self.tx.send(Queued { text: frame, kind }).is_ok()
+        shared
+            .queue
+            .lock()
+            .expect("outbox lock")
+            .push_back(Queued { text: frame, kind });
+        shared.waker.wake();
+        true
     }
 
     /// Queues `frame` once the queue is at most half full, waiting for the
@@ -100,7 +134,9 @@ impl Outbox {
             let room = shared.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if shared.overflowed.is_cancelled() || self.tx.is_closed() {
+            if shared.overflowed_flag.load(Ordering::Acquire)
+                || shared.closed.load(Ordering::Acquire)
+            {
                 return false;
             }
             if shared.queued_bytes.load(Ordering::Acquire) + frame.len() <= shared.max_bytes / 2 {
@@ -117,14 +153,30 @@ impl Outbox {
 // === impl OutboxReceiver ===
 
 impl OutboxReceiver {
-    /// The next frame; `None` when every sender is gone.
+    /// The next frame. `Option` for `select!` patterns; the session holds a
+    /// sender of its own, so there always is one to wait for.
     pub(crate) async fn recv(&mut self) -> Option<Queued> {
-        self.rx.recv().await
+        future::poll_fn(|cx| {
+            if let Some(frame) = self.try_recv() {
+                return Poll::Ready(Some(frame));
+            }
+            self.shared.waker.register(cx.waker());
+            // A push between the check and the registration woke nobody.
+            self.try_recv()
+                .map_or(Poll::Pending, |frame| Poll::Ready(Some(frame)))
+        })
+        .await
     }
 
     /// A frame already queued, without waiting.
     pub(crate) fn try_recv(&mut self) -> Option<Queued> {
-        self.rx.try_recv().ok()
+        let mut queue = self.shared.queue.lock().expect("outbox lock");
+        let frame = queue.pop_front();
+        // After a burst, give the memory back rather than keep it per socket.
+        if queue.is_empty() && queue.capacity() > 64 {
+            queue.shrink_to_fit();
+        }
+        frame
     }
 
     /// Gives back the room of frames that were written to the socket.

@@ -81,47 +81,56 @@ enum End {
 }
 
 /// Runs an admitted socket until it closes, then releases its channels.
-pub(crate) async fn run(socket: WebSocket, state: AppState, admitted: Admitted) {
+///
+/// Not an `async fn`: the session is set up before the returned future
+/// exists, so the task an idle socket keeps holds the session and the two
+/// halves of the socket, not the socket and the admission as well.
+pub(crate) fn run(
+    socket: WebSocket,
+    state: AppState,
+    admitted: Admitted,
+) -> impl Future<Output = ()> + Send {
     let session_id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("session", %session_id, user = %admitted.user);
+    let connection = state.metrics.connection_opened(Transport::WebSocket);
+    let (outbox, receiver) = outbox(state.config.outbound_queue_bytes);
+    let mut session = Session {
+        member: state.hub.member_id(),
+        user_channel: Channel::user(admitted.user.clone()),
+        user: admitted.user,
+        claims: admitted.claims,
+        namespaces: Vec::new(),
+        outbox,
+        replays: JoinSet::new(),
+        replay_failed: CancellationToken::new(),
+        limiter: RateLimiter::new(
+            state.config.client_frames_per_sec,
+            state.config.client_frame_burst,
+            state.config.rate_limit_violations,
+            Instant::now(),
+        ),
+        state,
+    };
+    let (sink, stream) = socket.split();
+    let Admitted {
+        namespaces,
+        resume,
+        notices,
+        ..
+    } = admitted;
     async move {
-        let _connection = state.metrics.connection_opened(Transport::WebSocket);
-        let (outbox, receiver) = outbox(state.config.outbound_queue_bytes);
-        let mut session = Session {
-            member: state.hub.member_id(),
-            user_channel: Channel::user(admitted.user.clone()),
-            user: admitted.user,
-            claims: admitted.claims,
-            namespaces: Vec::new(),
-            outbox,
-            replays: JoinSet::new(),
-            replay_failed: CancellationToken::new(),
-            limiter: RateLimiter::new(
-                state.config.client_frames_per_sec,
-                state.config.client_frame_burst,
-                state.config.rate_limit_violations,
-                Instant::now(),
-            ),
-            state,
-        };
-        let (sink, stream) = socket.split();
-        let end = session
-            .start(
-                session_id,
-                admitted.namespaces,
-                admitted.resume,
-                admitted.notices,
-            )
-            .await;
+        let _connection = connection;
+        // The futures a session runs once or rarely (start, a client frame,
+        // the close) are boxed, so the task an idle socket keeps is small.
+        let end = Box::pin(session.start(session_id, namespaces, resume, notices)).await;
         let end = match end {
             Ok(()) => session.serve(sink, stream, receiver).await,
-            Err(end) => finish(sink, None, end).await,
+            Err(end) => Box::pin(finish(sink, None, end)).await,
         };
         session.leave_all();
         tracing::debug!(closed = end, "Session ended.");
     }
     .instrument(span)
-    .await
 }
 
 // === impl Session ===
@@ -193,6 +202,13 @@ impl Session {
         let draining = self.state.draining.clone();
         let overflowed = receiver.overflowed().clone();
         let replay_failed = self.replay_failed.clone();
+        // Created once and polled again and again: created per iteration,
+        // each would take its token's lock and register (and unregister) a
+        // waiter for every frame written.
+        let drain_signal = draining.cancelled();
+        let overflow_signal = overflowed.cancelled();
+        let replay_signal = replay_failed.cancelled();
+        tokio::pin!(drain_signal, overflow_signal, replay_signal);
         let mut exp = self.claims.exp;
         let expiry = sleep_until_unix(exp);
         tokio::pin!(expiry);
@@ -209,36 +225,18 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                () = draining.cancelled() => break drained(),
-                () = overflowed.cancelled() => break slow_consumer(&self.state.metrics),
-                () = replay_failed.cancelled() => break End::Close {
-                    code: CLOSE_TRY_AGAIN,
-                    reason: "replay failed",
-                    last: Some(ServerFrame::Error {
-                        code: ErrorCode::NatsUnavailable,
-                        message: "the history could not be read; reconnect with the same cursor".into(),
-                        r#ref: None,
-                    }),
-                },
-                () = &mut expiry => break token_expired(&self.state.metrics),
-                _ = heartbeat.tick() => {
-                    // Silent for two intervals (no frame, no pong): the peer is gone.
-                    if last_heard.elapsed() >= heartbeat_every * 2 {
-                        tracing::debug!("Peer silent for two heartbeats; dropped.");
-                        break End::Gone;
-                    }
-                    tokio::select! {
-                        sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { break End::Gone },
-                        () = overflowed.cancelled() => break slow_consumer(&self.state.metrics),
-                        () = draining.cancelled() => break drained(),
-                    }
-                }
+                // Frames first: while a socket has frames queued, the cold
+                // branches are not polled at all. An overflow refuses every
+                // push after it, so writing what is queued leaves no gap, and
+                // the overflow is seen once the queue is empty or a write
+                // blocks.
                 Some(frame) = receiver.recv() => {
                     // A stuck write must not hide an overflow or a drain.
                     tokio::select! {
+                        biased;
                         written = write_batch(&mut sink, &mut receiver, frame, &self.state.metrics) => if written.is_err() { break End::Gone },
-                        () = overflowed.cancelled() => break slow_consumer(&self.state.metrics),
-                        () = draining.cancelled() => break drained(),
+                        () = &mut overflow_signal => break slow_consumer(&self.state.metrics),
+                        () = &mut drain_signal => break drained(),
                     }
                 }
                 incoming = stream.next() => match incoming {
@@ -265,15 +263,39 @@ impl Session {
                             });
                             continue;
                         };
-                        if let Some(end) = self.on_frame(&text).await { break end; }
+                        if let Some(end) = Box::pin(self.on_frame(&text)).await { break end; }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                     Some(Ok(Message::Close(_))) | None => break End::Gone,
                     Some(Err(err)) => break read_error(err),
                 },
+                () = &mut drain_signal => break drained(),
+                () = &mut overflow_signal => break slow_consumer(&self.state.metrics),
+                () = &mut replay_signal => break End::Close {
+                    code: CLOSE_TRY_AGAIN,
+                    reason: "replay failed",
+                    last: Some(ServerFrame::Error {
+                        code: ErrorCode::NatsUnavailable,
+                        message: "the history could not be read; reconnect with the same cursor".into(),
+                        r#ref: None,
+                    }),
+                },
+                () = &mut expiry => break token_expired(&self.state.metrics),
+                _ = heartbeat.tick() => {
+                    // Silent for two intervals (no frame, no pong): the peer is gone.
+                    if last_heard.elapsed() >= heartbeat_every * 2 {
+                        tracing::debug!("Peer silent for two heartbeats; dropped.");
+                        break End::Gone;
+                    }
+                    tokio::select! {
+                        sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { break End::Gone },
+                        () = &mut overflow_signal => break slow_consumer(&self.state.metrics),
+                        () = &mut drain_signal => break drained(),
+                    }
+                }
             }
         };
-        finish(sink, Some(stream), end).await
+        Box::pin(finish(sink, Some(stream), end)).await
     }
 
     /// Handles one client text frame; `Some` ends the session.
