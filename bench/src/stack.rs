@@ -1,0 +1,271 @@
+//! The system under test, started fresh per scenario: one nats-server with JetStream on a new
+//! temporary store, the real `herald-publisher`, and zero or two `herald-edge` processes,
+//! configured through their environment variables as `cargo xtask e2e` does. Dropping the
+//! stack kills them all (edges first) and removes the store.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::{child::Service, tokens::Keys};
+
+/// How long a service may take to answer its readiness check.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const READY_POLL: Duration = Duration::from_millis(50);
+/// The edges' names (`HERALD_NODE_ID`).
+const EDGE_NAMES: [&str; 2] = ["edge-a", "edge-b"];
+
+/// Where the binaries are and where their logs go.
+#[derive(Debug, Clone)]
+pub(crate) struct StackOptions {
+    pub(crate) nats_server: PathBuf,
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) log_dir: PathBuf,
+    /// Start the two edges (scenarios without sockets leave them out).
+    pub(crate) edges: bool,
+}
+
+/// One edge node.
+#[derive(Debug)]
+pub(crate) struct Edge {
+    pub(crate) addr: SocketAddr,
+    service: Service,
+}
+
+/// The running services. Field order is drop order: edges, publisher, NATS, then the store.
+#[derive(Debug)]
+pub(crate) struct Stack {
+    pub(crate) edges: Vec<Edge>,
+    publisher: Service,
+    nats: Service,
+    _store: TempDir,
+    pub(crate) keys: Keys,
+    pub(crate) nats_url: String,
+    pub(crate) publisher_url: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct PortsFile {
+    nats: Vec<String>,
+    monitoring: Vec<String>,
+}
+
+impl Stack {
+    /// Starts NATS, then the publisher (which creates the streams the edges wait for), then the
+    /// edges, each waited for until ready.
+    pub(crate) async fn start(options: &StackOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.log_dir)
+            .with_context(|| format!("creating {}", options.log_dir.display()))?;
+        let keys = Keys::random()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        let store = TempDir::with_prefix("herald-bench-").context("creating the store dir")?;
+
+        let mut nats_cmd = Command::new(&options.nats_server);
+        nats_cmd
+            .args(["-js", "-a", "127.0.0.1", "-n", "herald-bench"])
+            .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
+            .arg(store.path())
+            .arg("--store_dir")
+            .arg(store.path().join("js"));
+        let mut nats = Service::spawn("nats", nats_cmd, &options.log_dir)?;
+        let ports = read_ports_file(&mut nats, store.path()).await?;
+        let nats_url = ports
+            .nats
+            .first()
+            .context("no client URL in ports file")?
+            .clone();
+        let monitoring = ports
+            .monitoring
+            .first()
+            .context("no monitoring URL in ports file")?
+            .clone();
+        wait_ready(
+            &http,
+            &mut nats,
+            &format!("{monitoring}/healthz?js-enabled-only=true"),
+        )
+        .await?;
+
+        let publisher_addr = free_addr()?;
+        let mut publisher_cmd = Command::new(options.bin_dir.join("herald-publisher"));
+        publisher_cmd
+            .env("HERALD_LISTEN", publisher_addr.to_string())
+            .env("HERALD_NATS_URL", &nats_url)
+            .env("HERALD_JWT_SECRET", keys.secret())
+            .env("NO_COLOR", "1");
+        let mut publisher = Service::spawn("publisher", publisher_cmd, &options.log_dir)?;
+        let publisher_url = format!("http://{publisher_addr}");
+        wait_ready(&http, &mut publisher, &format!("{publisher_url}/readyz")).await?;
+
+        let mut edges = Vec::new();
+        if options.edges {
+            for name in EDGE_NAMES {
+                let addr = free_addr()?;
+                let mut edge_cmd = Command::new(options.bin_dir.join("herald-edge"));
+                edge_cmd
+                    .env("HERALD_LISTEN", addr.to_string())
+                    .env("HERALD_NODE_ID", name)
+                    .env("HERALD_NATS_URL", &nats_url)
+                    .env("HERALD_JWT_SECRET", keys.secret())
+                    .env("HERALD_MAX_CONNECTIONS", "0")
+                    .env("NO_COLOR", "1");
+                let service = Service::spawn(name, edge_cmd, &options.log_dir)?;
+                edges.push(Edge { addr, service });
+            }
+            for edge in &mut edges {
+                let url = format!("http://{}/readyz", edge.addr);
+                wait_ready(&http, &mut edge.service, &url).await?;
+            }
+        }
+        Ok(Self {
+            edges,
+            publisher,
+            nats,
+            _store: store,
+            keys,
+            nats_url,
+            publisher_url,
+            http,
+        })
+    }
+
+    /// Every server process by name, edges first.
+    pub(crate) fn server_pids(&self) -> Vec<(String, u32)> {
+        let mut pids: Vec<(String, u32)> = self
+            .edges
+            .iter()
+            .map(|e| (e.service.name().to_owned(), e.service.pid()))
+            .collect();
+        pids.push(("publisher".into(), self.publisher.pid()));
+        pids.push(("nats".into(), self.nats.pid()));
+        pids
+    }
+
+    pub(crate) fn edge_pids(&self) -> Vec<u32> {
+        self.edges.iter().map(|e| e.service.pid()).collect()
+    }
+
+    pub(crate) fn nats_pid(&self) -> u32 {
+        self.nats.pid()
+    }
+
+    /// `<name> exited (<status>)` for every service that is no longer running.
+    pub(crate) fn exited_services(&mut self) -> Vec<String> {
+        self.edges
+            .iter_mut()
+            .map(|e| &mut e.service)
+            .chain([&mut self.publisher, &mut self.nats])
+            .filter_map(|service| {
+                let status = service.exited()?;
+                Some(format!("{} exited ({status})", service.name()))
+            })
+            .collect()
+    }
+
+    /// The edges' `/metrics`, as text, one per edge.
+    pub(crate) async fn edge_metrics(&self) -> Vec<String> {
+        let mut texts = Vec::new();
+        for edge in &self.edges {
+            let text = async {
+                self.http
+                    .get(format!("http://{}/metrics", edge.addr))
+                    .send()
+                    .await?
+                    .text()
+                    .await
+            };
+            texts.push(text.await.unwrap_or_default());
+        }
+        texts
+    }
+
+    /// The log files of every service, by name.
+    pub(crate) fn logs(&self) -> Vec<(String, &Path)> {
+        self.edges
+            .iter()
+            .map(|e| &e.service)
+            .chain([&self.publisher, &self.nats])
+            .map(|s| (s.name().to_owned(), s.log()))
+            .collect()
+    }
+}
+
+/// A port the OS has just called free (released before the service binds it: a small race, as
+/// with any port-0 probe).
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).context("finding a free port")?;
+    listener.local_addr().context("reading the probe port")
+}
+
+/// nats-server writes its chosen ports to `<dir>/nats-server_<pid>.ports` (not atomically:
+/// retried until it parses).
+async fn read_ports_file(nats: &mut Service, dir: &Path) -> anyhow::Result<PortsFile> {
+    let path = dir.join(format!("nats-server_{}.ports", nats.pid()));
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(ports) = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        {
+            return Ok(ports);
+        }
+        if let Some(status) = nats.exited() {
+            bail!(
+                "nats-server exited ({status}); see {}",
+                nats.log().display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "nats-server wrote no ports file; see {}",
+                nats.log().display()
+            );
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// Polls `url` until it answers 200, failing fast if the service exits.
+async fn wait_ready(
+    http: &reqwest::Client,
+    service: &mut Service,
+    url: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let ok = http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        if ok {
+            return Ok(());
+        }
+        if let Some(status) = service.exited() {
+            bail!(
+                "{} exited ({status}) before it was ready; see {}",
+                service.name(),
+                service.log().display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not answer 200 on {url} within {READY_TIMEOUT:?}; see {}",
+                service.name(),
+                service.log().display()
+            );
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
