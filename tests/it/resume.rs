@@ -86,6 +86,50 @@ async fn a_client_resumes_on_the_other_edge_with_exactly_what_it_missed_then_liv
     );
 }
 
+/// `welcome.seqs` is where each channel starts for this client: the cursor it
+/// resumes from, so a client that takes it as its cursor and drops mid-replay
+/// gets the replay again; the channel's latest seq for a client without one.
+#[tokio::test(flavor = "multi_thread")]
+async fn welcome_seqs_are_the_resumed_cursor_or_the_latest_seq() {
+    let stack = Stack::start(1).await;
+    let mut last = 0;
+    for i in 0..3 {
+        last = stack
+            .publish(&calendar_event(&format!("e{i}"), &["u1"], &[]))
+            .await
+            .published[0]
+            .seq;
+    }
+    let channel: herald_shared::channel::Channel = "user:u1".parse().unwrap();
+    let welcome_seq = |welcome: ServerFrame| match welcome {
+        ServerFrame::Welcome { seqs, .. } => seqs.get(&channel).copied(),
+        other => panic!("expected welcome, got {other:?}"),
+    };
+
+    let fresh = stack
+        .edge()
+        .ws_url(&format!("token={}", user_token("u1", &[])));
+    let (_, welcome) = WsClient::connect_welcomed(&fresh).await;
+    assert_eq!(
+        welcome_seq(welcome),
+        Some(last),
+        "no cursor: the latest seq"
+    );
+
+    let since = last - 2;
+    let resuming = stack
+        .edge()
+        .ws_url(&format!("token={}&since={since}", user_token("u1", &[])));
+    let (mut client, welcome) = WsClient::connect_welcomed(&resuming).await;
+    assert_eq!(welcome_seq(welcome), Some(since), "resuming: the cursor");
+    for expected in since + 1..=last {
+        assert!(
+            matches!(client.next_event().await, ServerFrame::Event { seq, .. } if seq == expected),
+            "replayed {expected}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cursor_from_another_epoch_gets_history_truncated_and_live_goes_on() {
     let stack = Stack::start(1).await;

@@ -367,6 +367,11 @@ impl Forwarding {
     async fn run(self, mut subscriber: Subscriber, mut catch_ups: mpsc::UnboundedReceiver<u64>) {
         loop {
             tokio::select! {
+                // Live copies first: a reconcile pass asks to catch up to the
+                // stream's last seq, and copies already queued here would
+                // otherwise be read again from the stream (and counted as a
+                // repaired gap) under load.
+                biased;
                 message = subscriber.next() => {
                     let Some(message) = message else { return };
                     let Some(entry) = self.entry.upgrade() else { return };

@@ -168,7 +168,21 @@ impl Session {
                 }
             }
         }
-        let seqs: BTreeMap<Channel, u64> = joined.iter().cloned().collect();
+        // Where each channel starts for this client: the cursor it resumes
+        // from (the replay brings what is above it), else the join-time seq.
+        let epoch = &*self.state.epoch;
+        let seqs: BTreeMap<Channel, u64> = joined
+            .iter()
+            .map(|(channel, hw)| {
+                let start = match &resume {
+                    Some(cursor) if cursor.epoch.as_deref().is_none_or(|e| e == epoch) => {
+                        cursor.since
+                    }
+                    _ => *hw,
+                };
+                (channel.clone(), start)
+            })
+            .collect();
         self.send(ServerFrame::Welcome {
             session_id: session_id.to_string(),
             user: self.user.clone(),

@@ -149,10 +149,14 @@ async fn run(
             heartbeat_ms: state.config.heartbeat.as_millis() as u64,
             channels: channels.clone(),
             token_exp: admitted.claims.exp,
+            // The cursor each channel resumes from, else its join-time seq.
             seqs: channels
                 .iter()
                 .cloned()
-                .zip(joined.iter().copied())
+                .zip(joined.iter().enumerate().map(|(i, hw)| match &resume {
+                    Some((epoch, seqs)) if *epoch == *state.epoch => seqs[i],
+                    _ => *hw,
+                }))
                 .collect(),
         }
         .to_json()
