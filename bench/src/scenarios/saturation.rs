@@ -31,8 +31,8 @@ use crate::{
 
 const SOCKETS: usize = 2_000;
 /// Broadcast events per second, per step.
-const RATES: [f64; 12] = [
-    25.0, 50.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 700.0, 1000.0, 1500.0, 2000.0,
+const RATES: [f64; 13] = [
+    25.0, 50.0, 100.0, 125.0, 150.0, 200.0, 300.0, 400.0, 500.0, 700.0, 1000.0, 1500.0, 2000.0,
 ];
 const STEP: Duration = Duration::from_secs(4);
 const P99_LIMIT_MS: f64 = 100.0;

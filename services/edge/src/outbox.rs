@@ -72,8 +72,10 @@ impl Drop for OutboxReceiver {
     }
 }
 
-/// A queue that holds at most `max_bytes` of frames.
-pub(crate) fn outbox(max_bytes: usize) -> (Outbox, OutboxReceiver) {
+/// A queue that holds at most `max_bytes` of frames; a refused push cancels
+/// `on_overflow` (which may also be cancelled for other reasons: the session's
+/// stop signal).
+pub(crate) fn outbox(max_bytes: usize, on_overflow: CancellationToken) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
         waker: AtomicWaker::new(),
@@ -81,7 +83,7 @@ pub(crate) fn outbox(max_bytes: usize) -> (Outbox, OutboxReceiver) {
         queued_bytes: AtomicUsize::new(0),
         max_bytes,
         overflowed_flag: AtomicBool::new(false),
-        overflowed: CancellationToken::new(),
+        overflowed: on_overflow,
         room: Notify::new(),
     });
     (
@@ -187,9 +189,15 @@ impl OutboxReceiver {
         self.shared.room.notify_waiters();
     }
 
-    /// Completes once a push has been refused.
+    /// Cancelled once a push has been refused (or for whatever else cancels
+    /// the token given to `outbox`).
     pub(crate) fn overflowed(&self) -> &CancellationToken {
         &self.shared.overflowed
+    }
+
+    /// Whether a push has been refused.
+    pub(crate) fn has_overflowed(&self) -> bool {
+        self.shared.overflowed_flag.load(Ordering::Acquire)
     }
 }
 
@@ -203,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_bound_is_in_bytes_and_release_makes_room() {
-        let (tx, mut rx) = outbox(10);
+        let (tx, mut rx) = outbox(10, CancellationToken::new());
         assert!(tx.push(frame(4)));
         assert!(tx.push(frame(6)));
         let first = rx.recv().await.unwrap();
@@ -214,7 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn replay_waits_for_half_the_room() {
-        let (tx, mut rx) = outbox(10);
+        let (tx, mut rx) = outbox(10, CancellationToken::new());
         assert!(tx.push(frame(6)));
         let waiting = tokio::spawn({
             let tx = tx.clone();
@@ -229,10 +237,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_overflow_marks_the_socket_and_refuses_everything_after() {
-        let (tx, rx) = outbox(10);
+        let (tx, rx) = outbox(10, CancellationToken::new());
         assert!(tx.push(frame(8)));
         assert!(!tx.push(frame(3)));
-        assert!(rx.overflowed().is_cancelled());
+        assert!(rx.overflowed().is_cancelled() && rx.has_overflowed());
         assert!(!tx.push(frame(1)), "a slow consumer gets nothing more");
     }
 }

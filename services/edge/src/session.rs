@@ -64,7 +64,10 @@ struct Session {
     /// Running replays; aborted when the session ends.
     replays: JoinSet<()>,
     /// Cancelled by a replay that could not read the stream.
-    replay_failed: CancellationToken,
+    /// Cancelled when the session must end: the node drains (a child of its
+    /// drain token), the outbox overflowed, or a replay failed. One signal for
+    /// the loop to watch; `stopped` tells which.
+    stop: CancellationToken,
     limiter: RateLimiter,
 }
 
@@ -93,7 +96,8 @@ pub(crate) fn run(
     let session_id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("session", %session_id, user = %admitted.user);
     let connection = state.metrics.connection_opened(Transport::WebSocket);
-    let (outbox, receiver) = outbox(state.config.outbound_queue_bytes);
+    let stop = state.draining.child_token();
+    let (outbox, receiver) = outbox(state.config.outbound_queue_bytes, stop.clone());
     let mut session = Session {
         member: state.hub.member_id(),
         user_channel: Channel::user(admitted.user.clone()),
@@ -102,7 +106,7 @@ pub(crate) fn run(
         namespaces: Vec::new(),
         outbox,
         replays: JoinSet::new(),
-        replay_failed: CancellationToken::new(),
+        stop,
         limiter: RateLimiter::new(
             state.config.client_frames_per_sec,
             state.config.client_frame_burst,
@@ -118,19 +122,23 @@ pub(crate) fn run(
         notices,
         ..
     } = admitted;
+    // The span is entered around what runs once or rarely (start, a client
+    // frame, the close), not around the loop: entering it on every poll cost
+    // about 4% of a broadcast's CPU. Those futures are also boxed, so the
+    // task an idle socket keeps is small.
     async move {
         let _connection = connection;
-        // The futures a session runs once or rarely (start, a client frame,
-        // the close) are boxed, so the task an idle socket keeps is small.
-        let end = Box::pin(session.start(session_id, namespaces, resume, notices)).await;
+        let start = session.start(session_id, namespaces, resume, notices);
+        let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {
-            Ok(()) => session.serve(sink, stream, receiver).await,
-            Err(end) => Box::pin(finish(sink, None, end)).await,
+            Ok(()) => session.serve(sink, stream, receiver, &span).await,
+            Err(end) => Box::pin(finish(sink, None, end).instrument(span.clone())).await,
         };
-        session.leave_all();
-        tracing::debug!(closed = end, "Session ended.");
+        span.in_scope(|| {
+            session.leave_all();
+            tracing::debug!(closed = end, "Session ended.");
+        });
     }
-    .instrument(span)
 }
 
 // === impl Session ===
@@ -212,17 +220,14 @@ impl Session {
         mut sink: Sink,
         mut stream: SplitStream<WebSocket>,
         mut receiver: OutboxReceiver,
+        span: &tracing::Span,
     ) -> bool {
-        let draining = self.state.draining.clone();
-        let overflowed = receiver.overflowed().clone();
-        let replay_failed = self.replay_failed.clone();
-        // Created once and polled again and again: created per iteration,
-        // each would take its token's lock and register (and unregister) a
-        // waiter for every frame written.
-        let drain_signal = draining.cancelled();
-        let overflow_signal = overflowed.cancelled();
-        let replay_signal = replay_failed.cancelled();
-        tokio::pin!(drain_signal, overflow_signal, replay_signal);
+        // Created once and polled again and again: created per iteration, it
+        // would take the token's lock and register (and unregister) a waiter
+        // for every frame written.
+        let stop = self.stop.clone();
+        let stop_signal = stop.cancelled();
+        tokio::pin!(stop_signal);
         let mut exp = self.claims.exp;
         let expiry = sleep_until_unix(exp);
         tokio::pin!(expiry);
@@ -249,8 +254,7 @@ impl Session {
                     tokio::select! {
                         biased;
                         written = write_batch(&mut sink, &mut receiver, frame, &self.state.metrics) => if written.is_err() { break End::Gone },
-                        () = &mut overflow_signal => break slow_consumer(&self.state.metrics),
-                        () = &mut drain_signal => break drained(),
+                        () = &mut stop_signal => break self.stopped(&receiver),
                     }
                 }
                 incoming = stream.next() => match incoming {
@@ -277,39 +281,48 @@ impl Session {
                             });
                             continue;
                         };
-                        if let Some(end) = Box::pin(self.on_frame(&text)).await { break end; }
+                        if let Some(end) = Box::pin(self.on_frame(&text).instrument(span.clone())).await { break end; }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                     Some(Ok(Message::Close(_))) | None => break End::Gone,
                     Some(Err(err)) => break read_error(err),
                 },
-                () = &mut drain_signal => break drained(),
-                () = &mut overflow_signal => break slow_consumer(&self.state.metrics),
-                () = &mut replay_signal => break End::Close {
-                    code: CLOSE_TRY_AGAIN,
-                    reason: "replay failed",
-                    last: Some(ServerFrame::Error {
-                        code: ErrorCode::NatsUnavailable,
-                        message: "the history could not be read; reconnect with the same cursor".into(),
-                        r#ref: None,
-                    }),
-                },
+                () = &mut stop_signal => break self.stopped(&receiver),
                 () = &mut expiry => break token_expired(&self.state.metrics),
                 _ = heartbeat.tick() => {
                     // Silent for two intervals (no frame, no pong): the peer is gone.
                     if last_heard.elapsed() >= heartbeat_every * 2 {
-                        tracing::debug!("Peer silent for two heartbeats; dropped.");
+                        span.in_scope(|| tracing::debug!("Peer silent for two heartbeats; dropped."));
                         break End::Gone;
                     }
                     tokio::select! {
                         sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { break End::Gone },
-                        () = &mut overflow_signal => break slow_consumer(&self.state.metrics),
-                        () = &mut drain_signal => break drained(),
+                        () = &mut stop_signal => break self.stopped(&receiver),
                     }
                 }
             }
         };
-        Box::pin(finish(sink, Some(stream), end)).await
+        Box::pin(finish(sink, Some(stream), end).instrument(span.clone())).await
+    }
+
+    /// Why `stop` was cancelled: an overflow, the node draining, or else a
+    /// failed replay (nothing else cancels it).
+    fn stopped(&self, receiver: &OutboxReceiver) -> End {
+        if receiver.has_overflowed() {
+            slow_consumer(&self.state.metrics)
+        } else if self.state.draining.is_cancelled() {
+            drained()
+        } else {
+            End::Close {
+                code: CLOSE_TRY_AGAIN,
+                reason: "replay failed",
+                last: Some(ServerFrame::Error {
+                    code: ErrorCode::NatsUnavailable,
+                    message: "the history could not be read; reconnect with the same cursor".into(),
+                    r#ref: None,
+                }),
+            }
+        }
     }
 
     /// Handles one client text frame; `Some` ends the session.
@@ -445,7 +458,7 @@ impl Session {
             outbox: self.outbox.clone(),
             cursor,
             upto,
-            failed: self.replay_failed.clone(),
+            failed: self.stop.clone(),
         };
         self.replays.spawn(replay.run().in_current_span());
     }

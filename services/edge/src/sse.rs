@@ -104,7 +104,10 @@ async fn run(
     let member = state.hub.member_id();
     let mut channels = vec![Channel::user(admitted.user.clone())];
     channels.extend(admitted.namespaces.iter().cloned().map(Channel::namespace));
-    let (outbox, mut receiver) = outbox(state.config.outbound_queue_bytes);
+    let (outbox, mut receiver) = outbox(
+        state.config.outbound_queue_bytes,
+        tokio_util::sync::CancellationToken::new(),
+    );
     let span = tracing::info_span!("sse", user = %admitted.user);
 
     let mut notices = admitted.notices;
