@@ -7,6 +7,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -14,7 +15,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use crate::{child::Service, tokens::Keys};
+use crate::{child::Service, publish::HttpPublisher, tokens::Keys};
 
 /// How long a service may take to answer its readiness check.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -138,6 +139,16 @@ impl Stack {
             publisher_url,
             http,
         })
+    }
+
+    /// A keep-alive HTTP client for this stack's publisher, with a service
+    /// token, `connections` at most at once.
+    pub(crate) fn http_publisher(&self, connections: usize) -> anyhow::Result<Arc<HttpPublisher>> {
+        Ok(Arc::new(HttpPublisher::new(
+            &self.publisher_url,
+            &self.keys.service_token()?,
+            connections,
+        )?))
     }
 
     /// Every server process by name, edges first.

@@ -10,13 +10,7 @@ use super::{
     delivery, diagnostics,
     unicast::{HTTP_CONNECTIONS, SETTLE},
 };
-use crate::{
-    cli::Scenario,
-    publish::{self, HttpPublisher},
-    recorder::Recorder,
-    report::Report,
-    usage::Probe,
-};
+use crate::{cli::Scenario, publish, recorder::Recorder, report::Report, usage::Probe};
 
 /// The namespace every broadcast socket joins.
 pub(super) const NAMESPACE: &str = "bench";
@@ -43,11 +37,7 @@ pub(super) async fn run(
             report,
         )
         .await?;
-        let publisher = Arc::new(HttpPublisher::new(
-            &stack.publisher_url,
-            &stack.keys.service_token()?,
-            HTTP_CONNECTIONS,
-        )?);
+        let publisher = stack.http_publisher(HTTP_CONNECTIONS)?;
         let probe = Probe::new(stack.server_pids());
         let publishing = publish::paced(
             publisher,

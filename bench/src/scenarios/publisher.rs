@@ -2,16 +2,10 @@
 //! user) as fast as they are answered, for 10 s: how many events a second the publisher
 //! accepts, and what each costs the publisher and NATS in CPU.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use super::{Ctx, diagnostics};
-use crate::{
-    cli::Scenario,
-    publish::{self, HttpPublisher},
-    recorder::Latency,
-    report::Report,
-    usage::Probe,
-};
+use crate::{cli::Scenario, publish, recorder::Latency, report::Report, usage::Probe};
 
 const CLIENTS: usize = 64;
 const WINDOW: Duration = Duration::from_secs(10);
@@ -21,11 +15,7 @@ const USERS: u64 = 1_000;
 pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let mut stack = ctx.start_stack(Scenario::Publisher, false).await?;
     let result = async {
-        let publisher = Arc::new(HttpPublisher::new(
-            &stack.publisher_url,
-            &stack.keys.service_token()?,
-            CLIENTS,
-        )?);
+        let publisher = stack.http_publisher(CLIENTS)?;
         let probe = Probe::new(stack.server_pids());
         let start = probe.sample();
         let tally = publish::closed_loop(

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     cli::Scenario,
     fleet::{self, Fleet, Resume},
-    publish::{self, HttpPublisher},
+    publish,
     recorder::Recorder,
     report::Report,
     usage::Probe,
@@ -62,11 +62,7 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         report.extra("edges_emptied_seconds", closed_in.as_secs_f64());
 
         // Events they miss.
-        let publisher = Arc::new(HttpPublisher::new(
-            &stack.publisher_url,
-            &stack.keys.service_token()?,
-            HTTP_CONNECTIONS,
-        )?);
+        let publisher = stack.http_publisher(HTTP_CONNECTIONS)?;
         let tally = publish::paced(
             publisher,
             AWAY_RATE,

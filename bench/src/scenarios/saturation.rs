@@ -21,13 +21,7 @@ use super::{
     diagnostics,
     unicast::{HTTP_CONNECTIONS, SETTLE},
 };
-use crate::{
-    cli::Scenario,
-    publish::{self, HttpPublisher},
-    recorder::Recorder,
-    report::Report,
-    usage::Probe,
-};
+use crate::{cli::Scenario, publish, recorder::Recorder, report::Report, usage::Probe};
 
 const SOCKETS: usize = 2_000;
 /// Broadcast events per second, per step.
@@ -59,11 +53,7 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             report,
         )
         .await?;
-        let publisher = Arc::new(HttpPublisher::new(
-            &stack.publisher_url,
-            &stack.keys.service_token()?,
-            HTTP_CONNECTIONS,
-        )?);
+        let publisher = stack.http_publisher(HTTP_CONNECTIONS)?;
         let probe = Probe::new(stack.server_pids());
         let mut steps = Vec::new();
         let mut best: Option<Delivery> = None;

@@ -4,13 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{Ctx, connect::connect, delivery, diagnostics};
-use crate::{
-    cli::Scenario,
-    publish::{self, HttpPublisher},
-    recorder::Recorder,
-    report::Report,
-    usage::Probe,
-};
+use crate::{cli::Scenario, publish, recorder::Recorder, report::Report, usage::Probe};
 
 const SOCKETS: usize = 1_000;
 const RATE: f64 = 2_000.0;
@@ -26,11 +20,7 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let result = async {
         let n_sockets = ctx.sockets(SOCKETS);
         let fleet = connect(&stack, &recorder, n_sockets, None, None, SETTLE, report).await?;
-        let publisher = Arc::new(HttpPublisher::new(
-            &stack.publisher_url,
-            &stack.keys.service_token()?,
-            HTTP_CONNECTIONS,
-        )?);
+        let publisher = stack.http_publisher(HTTP_CONNECTIONS)?;
         let probe = Probe::new(stack.server_pids());
         let publishing = publish::paced(
             publisher,
