@@ -83,45 +83,16 @@ fn run_stack(
         edge_b_port,
     ] = free_ports()?;
     let secret = up::random_secret()?;
-    let bin = util::target_dir().join("debug");
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
     let publisher_url = format!("http://127.0.0.1:{publisher_port}");
     // Dropped on every way out of here: stops the services, newest first.
     let mut children = Children::new(logs.clone());
-
-    let mut nats_cmd = Command::new(nats);
-    nats_cmd
-        .args(["-js", "-a", "127.0.0.1", "-n", "herald-e2e"])
-        .args(["-p", &nats_port.to_string()])
-        .args(["-m", &monitor_port.to_string()])
-        .arg("--store_dir")
-        .arg(store);
-    children.spawn("nats", nats_cmd)?;
-    children.wait_ready("nats", monitor_port, "/healthz?js-enabled-only=true")?;
-
-    let mut publisher = Command::new(bin.join("herald-publisher"));
-    publisher
-        .env("HERALD_LISTEN", format!("127.0.0.1:{publisher_port}"))
-        .env("HERALD_NATS_URL", &nats_url)
-        .env("HERALD_JWT_SECRET", &secret)
-        .env("HERALD_DEV", "1");
-    children.spawn("publisher", publisher)?;
-    children.wait_ready("publisher", publisher_port, "/readyz")?;
-
-    let edges = [("edge-a", edge_a_port), ("edge-b", edge_b_port)];
-    for (name, port) in edges {
-        let mut edge = Command::new(bin.join("herald-edge"));
-        edge.env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HERALD_NODE_ID", name)
-            .env("HERALD_NATS_URL", &nats_url)
-            .env("HERALD_JWT_SECRET", &secret)
-            .env("HERALD_DEV", "1")
-            .env("HERALD_DEV_PUBLISHER_URL", &publisher_url);
-        children.spawn(name, edge)?;
-    }
-    for (name, port) in edges {
-        children.wait_ready(name, port, "/readyz")?;
-    }
+    let ports = up::Ports {
+        nats: nats_port,
+        monitor: monitor_port,
+        publisher: publisher_port,
+        edges: [("edge-a", edge_a_port), ("edge-b", edge_b_port)],
+    };
+    up::start_stack(&mut children, nats, store, "herald-e2e", &ports, &secret)?;
     let edge_a_pid = children.pid("edge-a").expect("edge-a was just started");
 
     eprintln!(

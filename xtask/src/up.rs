@@ -23,6 +23,67 @@ const WATCH_POLL: Duration = Duration::from_millis(200);
 /// How long a child gets to shut down cleanly after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Where a local stack listens: NATS (and its monitoring port), the
+/// publisher, and the two edges by name.
+#[derive(Debug)]
+pub(crate) struct Ports {
+    pub(crate) nats: u16,
+    pub(crate) monitor: u16,
+    pub(crate) publisher: u16,
+    pub(crate) edges: [(&'static str, u16); 2],
+}
+
+/// Starts nats-server (JetStream on `store`), the publisher and the two edges
+/// in dev mode (CORS on the publisher; the demo and its dev tokens on the
+/// edges), each ready before the next starts. `children` stops them when dropped.
+pub(crate) fn start_stack(
+    children: &mut Children,
+    nats: &Path,
+    store: &Path,
+    server_name: &str,
+    ports: &Ports,
+    secret: &str,
+) -> Result<(), String> {
+    let bin = util::target_dir().join("debug");
+    let nats_url = format!("nats://127.0.0.1:{}", ports.nats);
+    let publisher_url = format!("http://127.0.0.1:{}", ports.publisher);
+
+    let mut nats_cmd = Command::new(nats);
+    nats_cmd
+        .args(["-js", "-a", "127.0.0.1", "-n", server_name])
+        .args(["-p", &ports.nats.to_string()])
+        .args(["-m", &ports.monitor.to_string()])
+        .arg("--store_dir")
+        .arg(store);
+    children.spawn("nats", nats_cmd)?;
+    // The publisher creates the stream at startup, so JetStream must be up first.
+    children.wait_ready("nats", ports.monitor, "/healthz?js-enabled-only=true")?;
+
+    let mut publisher = Command::new(bin.join("herald-publisher"));
+    publisher
+        .env("HERALD_LISTEN", format!("127.0.0.1:{}", ports.publisher))
+        .env("HERALD_NATS_URL", &nats_url)
+        .env("HERALD_JWT_SECRET", secret)
+        .env("HERALD_DEV", "1");
+    children.spawn("publisher", publisher)?;
+    children.wait_ready("publisher", ports.publisher, "/readyz")?;
+
+    for (name, port) in ports.edges {
+        let mut edge = Command::new(bin.join("herald-edge"));
+        edge.env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_NODE_ID", name)
+            .env("HERALD_NATS_URL", &nats_url)
+            .env("HERALD_JWT_SECRET", secret)
+            .env("HERALD_DEV", "1")
+            .env("HERALD_DEV_PUBLISHER_URL", &publisher_url);
+        children.spawn(name, edge)?;
+    }
+    for (name, port) in ports.edges {
+        children.wait_ready(name, port, "/readyz")?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run() -> Result<(), String> {
     let herald = util::herald_dir();
     let nats = nats_server::ensure()?;
@@ -35,47 +96,22 @@ pub(crate) fn run() -> Result<(), String> {
     let bin = util::target_dir().join("debug");
     let logs = herald.join("logs");
     util::create_dir_all(&logs)?;
-    let nats_url = format!("nats://127.0.0.1:{NATS_PORT}");
     let mut children = Children::new(logs);
 
-    let mut nats_cmd = Command::new(&nats.path);
-    nats_cmd
-        .args(["-js", "-a", "127.0.0.1", "-n", "herald-dev"])
-        .args(["-p", &NATS_PORT.to_string()])
-        .args(["-m", &NATS_MONITOR_PORT.to_string()])
-        .arg("--store_dir")
-        .arg(herald.join("nats-store"));
-    children.spawn("nats", nats_cmd)?;
-    // The publisher creates the stream at startup, so JetStream must be up first.
-    children.wait_ready("nats", NATS_MONITOR_PORT, "/healthz?js-enabled-only=true")?;
-
-    let mut publisher = Command::new(bin.join("herald-publisher"));
-    publisher
-        .env("HERALD_LISTEN", format!("127.0.0.1:{PUBLISHER_PORT}"))
-        .env("HERALD_NATS_URL", &nats_url)
-        .env("HERALD_JWT_SECRET", &secret)
-        // CORS, so the demo page on an edge's origin can publish.
-        .env("HERALD_DEV", "1");
-    children.spawn("publisher", publisher)?;
-    children.wait_ready("publisher", PUBLISHER_PORT, "/readyz")?;
-
-    for (name, port) in EDGES {
-        let mut edge = Command::new(bin.join("herald-edge"));
-        edge.env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HERALD_NODE_ID", name)
-            .env("HERALD_NATS_URL", &nats_url)
-            .env("HERALD_JWT_SECRET", &secret)
-            // The demo page and the dev tokens it needs.
-            .env("HERALD_DEV", "1")
-            .env(
-                "HERALD_DEV_PUBLISHER_URL",
-                format!("http://127.0.0.1:{PUBLISHER_PORT}"),
-            );
-        children.spawn(name, edge)?;
-    }
-    for (name, port) in EDGES {
-        children.wait_ready(name, port, "/readyz")?;
-    }
+    let ports = Ports {
+        nats: NATS_PORT,
+        monitor: NATS_MONITOR_PORT,
+        publisher: PUBLISHER_PORT,
+        edges: EDGES,
+    };
+    start_stack(
+        &mut children,
+        &nats.path,
+        &herald.join("nats-store"),
+        "herald-dev",
+        &ports,
+        &secret,
+    )?;
 
     println!("{}", quick_tour(&secret, &bin));
     // Ctrl-C reaches the children directly (same foreground process group) and kills us
