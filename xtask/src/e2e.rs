@@ -7,7 +7,6 @@
 //! Debian's `chromium` package through apt-get, Node.js from PyPI (see `node`), playwright-core
 //! from the committed lockfile. Nothing is skipped: a machine that cannot get them fails.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{self, Command, ExitCode, Stdio};
 use std::{env, fs, io};
@@ -81,7 +80,7 @@ fn run_stack(
         publisher_port,
         edge_a_port,
         edge_b_port,
-    ] = free_ports()?;
+    ] = util::free_ports()?;
     let secret = up::random_secret()?;
     let publisher_url = format!("http://127.0.0.1:{publisher_port}");
     // Dropped on every way out of here: stops the services, newest first.
@@ -240,21 +239,4 @@ fn npm_ci_if_needed(node: &Node, dir: &Path) -> Result<(), String> {
     } else {
         Err(format!("npm ci in {} failed ({status})", dir.display()))
     }
-}
-
-/// Five distinct ports the OS has just called free. Held all at once while asking so they
-/// differ; released before the services bind them (a small race, as with any port-0 probe).
-fn free_ports() -> Result<[u16; 5], String> {
-    let listeners = (0..5)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot find a free port: {e}"))?;
-    let mut ports = [0; 5];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read a probe port: {e}"))?
-            .port();
-    }
-    Ok(ports)
 }

@@ -14,6 +14,7 @@ mod bench;
 mod e2e;
 mod nats_server;
 mod node;
+mod signals;
 mod up;
 mod util;
 mod wheel;
@@ -28,7 +29,9 @@ Commands:
   nats-server   ensure nats-server (>= 2.11 on PATH, else the pinned one in .herald/bin) and print its path
   test [ARGS]   run `cargo test --workspace --locked [ARGS]` with HERALD_NATS_SERVER set,
                 then the browser tests (installing Chromium and Node.js when missing)
-  up            run NATS, the publisher and two edges locally until Ctrl-C
+  up [--free-ports] [--no-build]
+                run NATS, the publisher and two edges locally until Ctrl-C (or SIGTERM);
+                --free-ports picks free ports (beside another stack), --no-build runs what is built
   e2e [ARGS]    only the browser tests (tests/e2e/) in headless Chromium, on a stack of their own;
                 ARGS go to `node --test`, e.g. --test-name-pattern=failover
   bench [ARGS]  the benchmarks (release build, bench/), results in target/bench/<time>/;
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Some("test") => test(&args[1..]),
-        Some("up") => up::run().map(|()| ExitCode::SUCCESS),
+        Some("up") => up::run(&args[1..]).map(|()| ExitCode::SUCCESS),
         Some("e2e") => e2e::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("schemas") => schemas(),
@@ -80,6 +83,8 @@ fn test(extra_args: &[String]) -> Result<ExitCode, String> {
     } else {
         None
     };
+    // The services' binaries first: the test of `up` runs them, as the browser tests do.
+    up::build()?;
     let mut cargo = util::cargo();
     cargo
         .args(["test", "--workspace", "--locked"])

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::{nats_server, util};
+use crate::{nats_server, signals::StopSignal, util};
 
 const NATS_PORT: u16 = 4222;
 const NATS_MONITOR_PORT: u16 = 8222;
@@ -84,39 +84,88 @@ pub(crate) fn start_stack(
     Ok(())
 }
 
-pub(crate) fn run() -> Result<(), String> {
+/// What `up` was asked for on its command line.
+#[derive(Debug, Default)]
+struct Options {
+    /// Ports the OS calls free instead of the fixed ones, and a store and logs
+    /// of this run's own, so a second stack can run beside the usual one.
+    free_ports: bool,
+    /// Run the binaries already built.
+    no_build: bool,
+}
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let mut options = Options::default();
+    for arg in args {
+        match arg.as_str() {
+            "--free-ports" => options.free_ports = true,
+            "--no-build" => options.no_build = true,
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` for `up`; see `cargo xtask help`"
+                ));
+            }
+        }
+    }
+    // First: a signal from here on stops the children instead of orphaning them.
+    let stop = StopSignal::install()?;
     let herald = util::herald_dir();
     let nats = nats_server::ensure()?;
     let secret = dev_secret(&herald)?;
-    // Checked before the build so a leftover `up` in another terminal fails in a second, not
-    // after a minute of compiling.
-    check_ports_free()?;
-    build()?;
+    let (ports, scratch) = if options.free_ports {
+        let [nats, monitor, publisher, edge_a, edge_b] = util::free_ports()?;
+        let ports = Ports {
+            nats,
+            monitor,
+            publisher,
+            edges: [(EDGES[0].0, edge_a), (EDGES[1].0, edge_b)],
+        };
+        (ports, herald.join(format!("up-{}", std::process::id())))
+    } else {
+        let ports = Ports {
+            nats: NATS_PORT,
+            monitor: NATS_MONITOR_PORT,
+            publisher: PUBLISHER_PORT,
+            edges: EDGES,
+        };
+        // Checked before the build so a leftover `up` in another terminal fails in a second,
+        // not after a minute of compiling.
+        check_ports_free(&ports)?;
+        (ports, herald.clone())
+    };
+    if !options.no_build {
+        build()?;
+    }
+    if stop.received() {
+        return Ok(());
+    }
 
     let bin = util::target_dir().join("debug");
-    let logs = herald.join("logs");
+    let logs = scratch.join("logs");
     util::create_dir_all(&logs)?;
     let mut children = Children::new(logs);
-
-    let ports = Ports {
-        nats: NATS_PORT,
-        monitor: NATS_MONITOR_PORT,
-        publisher: PUBLISHER_PORT,
-        edges: EDGES,
-    };
-    start_stack(
+    let result = start_stack(
         &mut children,
         &nats.path,
-        &herald.join("nats-store"),
+        &scratch.join("nats-store"),
         "herald-dev",
         &ports,
         &secret,
-    )?;
-
-    println!("{}", quick_tour(&secret, &bin));
-    // Ctrl-C reaches the children directly (same foreground process group) and kills us
-    // without running destructors; any other way out of here stops them via `Drop`.
-    Err(children.wait_for_unexpected_exit())
+    )
+    .and_then(|()| {
+        println!("{}", quick_tour(&secret, &bin, &ports));
+        // Flushed now: a supervisor or test reading stdout through a pipe waits for this line.
+        let _ = std::io::stdout().flush();
+        children.watch(&stop)
+    });
+    // Stops the services (newest first) however we got here: a signal, a child that died, or
+    // a failure while starting.
+    drop(children);
+    if options.free_ports {
+        // Best effort: this run's store and logs are scratch; a leftover only costs disk.
+        let _ = fs::remove_dir_all(&scratch);
+    }
+    result
 }
 
 /// Reads the dev JWT secret, creating it on first use so tokens minted in one session keep
@@ -137,13 +186,23 @@ fn dev_secret(herald: &Path) -> Result<String, String> {
 
     let secret = random_secret()?;
     util::create_dir_all(herald)?;
-    OpenOptions::new()
+    // Written whole under a name of our own, then linked into place: two `up`s starting
+    // at once (a second one with --free-ports) both end up with the one that won.
+    let scratch = herald.join(format!("dev-secret.{}", std::process::id()));
+    let written = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600) // it signs tokens, even if only dev ones
-        .open(&path)
-        .and_then(|mut file| writeln!(file, "{secret}"))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .open(&scratch)
+        .and_then(|mut file| writeln!(file, "{secret}"));
+    let linked = written.and_then(|()| fs::hard_link(&scratch, &path));
+    let _ = fs::remove_file(&scratch);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return dev_secret(herald),
+        Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
+    }
     eprintln!("xtask: created dev JWT secret in {}", path.display());
     Ok(secret)
 }
@@ -160,20 +219,22 @@ pub(crate) fn random_secret() -> Result<String, String> {
     }))
 }
 
-fn check_ports_free() -> Result<(), String> {
+fn check_ports_free(ports: &Ports) -> Result<(), String> {
+    let [edge_a, edge_b] = ports.edges;
     let ports = [
-        ("nats", NATS_PORT),
-        ("nats monitoring", NATS_MONITOR_PORT),
-        ("publisher", PUBLISHER_PORT),
-        EDGES[0],
-        EDGES[1],
+        ("nats", ports.nats),
+        ("nats monitoring", ports.monitor),
+        ("publisher", ports.publisher),
+        edge_a,
+        edge_b,
     ];
     for (name, port) in ports {
         // The listener is dropped right away; this only asks "could the child bind here?".
         if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
             return Err(format!(
                 "port {port} (for {name}) is not available: {e}. Is another `cargo xtask up` \
-                 running? See who holds it with `ss -ltnp 'sport = :{port}'`"
+                 running? See who holds it with `ss -ltnp 'sport = :{port}'`, or run this one \
+                 with --free-ports"
             ));
         }
     }
@@ -198,7 +259,7 @@ pub(crate) fn build() -> Result<(), String> {
     }
 }
 
-fn quick_tour(secret: &str, bin: &Path) -> String {
+fn quick_tour(secret: &str, bin: &Path, ports: &Ports) -> String {
     // Relative paths read better and paste fine from the repo root; fall back to absolute
     // when CARGO_TARGET_DIR points elsewhere.
     let herald = bin.join("herald");
@@ -206,12 +267,13 @@ fn quick_tour(secret: &str, bin: &Path) -> String {
         .strip_prefix(util::repo_root())
         .unwrap_or(&herald)
         .display();
-    let (a, b) = (EDGES[0].1, EDGES[1].1);
+    let (a, b) = (ports.edges[0].1, ports.edges[1].1);
+    let (nats, monitor, publisher) = (ports.nats, ports.monitor, ports.publisher);
     format!(
         "\
-Herald is up: publisher http://127.0.0.1:{PUBLISHER_PORT}, edges ws://127.0.0.1:{a} and \
-ws://127.0.0.1:{b}, NATS nats://127.0.0.1:{NATS_PORT} (monitoring \
-http://127.0.0.1:{NATS_MONITOR_PORT}). Logs in .herald/logs/.
+Herald is up: publisher http://127.0.0.1:{publisher}, edges ws://127.0.0.1:{a} and \
+ws://127.0.0.1:{b}, NATS nats://127.0.0.1:{nats} (monitoring \
+http://127.0.0.1:{monitor}). Logs in .herald/logs/.
 Live calendar demo: open http://127.0.0.1:{a}/demo (and http://127.0.0.1:{b}/demo in a \
 second window).
 In another terminal, from {root}:
@@ -219,9 +281,9 @@ In another terminal, from {root}:
   TOKEN=$({herald} token alice@example.com --ns 'team-*')
   {herald} listen --url ws://127.0.0.1:{a}/v1/ws --token \"$TOKEN\" --ns team-42
 And in a third:
-  {herald} publish --url http://127.0.0.1:{PUBLISHER_PORT} --user alice@example.com --ns team-42
+  {herald} publish --url http://127.0.0.1:{publisher} --user alice@example.com --ns team-42
 Or with any WebSocket client: ws://127.0.0.1:{a}/v1/ws?token=$TOKEN
-Press Ctrl-C to stop.",
+Press Ctrl-C (or send SIGTERM) to stop.",
         root = util::repo_root().display(),
     )
 }
@@ -312,20 +374,29 @@ impl Children {
             .map(|s| s.child.id())
     }
 
-    /// Blocks until some service exits on its own and says which one.
-    fn wait_for_unexpected_exit(&mut self) -> String {
+    /// Blocks until a stop signal arrives (`Ok`) or some service exits on its own (`Err`,
+    /// saying which one). The signal is looked at first: on Ctrl-C the terminal signals the
+    /// children too, and their exit is then expected.
+    fn watch(&mut self, stop: &StopSignal) -> Result<(), String> {
         loop {
+            if stop.received() {
+                let _ = writeln!(std::io::stderr(), "xtask: signal received; stopping");
+                return Ok(());
+            }
             for service in &mut self.running {
                 let exited = match service.child.try_wait() {
                     Ok(Some(status)) => status.to_string(),
                     Ok(None) => continue,
                     Err(e) => format!("cannot be waited for: {e}"),
                 };
-                return format!(
+                if stop.received() {
+                    return Ok(());
+                }
+                return Err(format!(
                     "{} exited unexpectedly ({exited}); see {}",
                     service.name,
                     service.log.display()
-                );
+                ));
             }
             sleep(WATCH_POLL);
         }

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Output, Stdio};
 use std::time::Duration;
@@ -115,4 +115,21 @@ pub(crate) fn http_status(port: u16, path: &str) -> Option<u16> {
 /// Creates a directory (and parents) with a readable error.
 pub(crate) fn create_dir_all(dir: &Path) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// Five distinct ports the OS has just called free. Held all at once while asking so they
+/// differ; released before the services bind them (a small race, as with any port-0 probe).
+pub(crate) fn free_ports() -> Result<[u16; 5], String> {
+    let listeners = (0..5)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot find a free port: {e}"))?;
+    let mut ports = [0; 5];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read a probe port: {e}"))?
+            .port();
+    }
+    Ok(ports)
 }
