@@ -92,13 +92,6 @@ pub(crate) struct Ingest {
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// Messages handled by this process, for the logs (the metrics count them by label).
-#[derive(Debug, Default)]
-struct Counts {
-    n_stored: u64,
-    n_dead_lettered: u64,
-}
-
 /// Where a domain message came from, read off its JetStream metadata.
 #[derive(Debug)]
 struct Delivery {
@@ -110,28 +103,16 @@ struct Delivery {
     stored_at: OffsetDateTime,
 }
 
-/// A message taken up, finishing its work: what to settle it with.
-type InHand<'a> = Pin<Box<dyn Future<Output = Handled> + Send + 'a>>;
+/// A message taken up, finishing its work: the message and what became of it.
+type InHand<'a> = Pin<Box<dyn Future<Output = (Message, Handled)> + Send + 'a>>;
 
-/// A message whose work is done: how to settle it, or why it could not be stored.
-struct Handled {
-    message: Message,
-    settle: Settle,
-    n_stored: u64,
-    n_dead_lettered: u64,
-    failure: Option<Failure>,
-}
-
-impl Handled {
-    fn settled(message: Message, settle: Settle) -> Self {
-        Self {
-            message,
-            settle,
-            n_stored: 0,
-            n_dead_lettered: 0,
-            failure: None,
-        }
-    }
+/// What became of a message whose work is done: either how to answer
+/// JetStream, or a store that failed and is to be tried again. One or the
+/// other, never both.
+enum Handled {
+    Settle(Settle),
+    /// Boxed: rare, and far larger than a settle.
+    StoreFailed(Box<Failure>),
 }
 
 /// Storing a valid event failed (NATS or JetStream trouble): retried.
@@ -141,10 +122,13 @@ struct Failure {
     error: PublishError,
 }
 
-/// A message that could not be stored yet.
-struct Failed {
-    message: Message,
-    failure: Failure,
+/// What to do with a store that failed, when settling what is in hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// Retry it in place, nothing after it going out meanwhile.
+    RetryInPlace,
+    /// Leave it to a redelivery: shutting down, or setting the consumer up again.
+    Redeliver,
 }
 
 /// How to answer JetStream about a message once it is handled.
@@ -170,14 +154,13 @@ impl Ingest {
     }
 
     async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
-        let mut counts = Counts::default();
         let mut consumer = Some(consumer);
         loop {
             let result = match consumer.take() {
-                Some(consumer) => self.consume(consumer, &cancel, &mut counts).await,
+                Some(consumer) => self.consume(consumer, &cancel).await,
                 // The stream or the consumer may have been deleted: ensure both again.
                 None => match ensure_domain_streams(&self.jetstream, &self.limits).await {
-                    Ok(consumer) => self.consume(consumer, &cancel, &mut counts).await,
+                    Ok(consumer) => self.consume(consumer, &cancel).await,
                     Err(err) => Err(err.into()),
                 },
             };
@@ -192,11 +175,7 @@ impl Ingest {
                 () = tokio::time::sleep(RESTART_DELAY) => {}
             }
         }
-        tracing::info!(
-            n_stored = counts.n_stored,
-            n_dead_lettered = counts.n_dead_lettered,
-            "Domain ingest stopped."
-        );
+        tracing::info!("Domain ingest stopped.");
     }
 
     /// Takes messages in stream order, up to `window` at once, until `cancel`
@@ -209,7 +188,6 @@ impl Ingest {
         &self,
         consumer: PullConsumer,
         cancel: &CancellationToken,
-        counts: &mut Counts,
     ) -> Result<(), ConsumeError> {
         let mut messages: Messages = consumer
             .stream()
@@ -231,16 +209,13 @@ impl Ingest {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break Ok(()),
-                Some(handled) = in_hand.next() => {
-                    if let Err(failed) = self.settle(handled, counts).await {
-                        // Retry it before taking anything more, then settle
-                        // what is in hand in order, retrying any other failure.
-                        self.retry_in_place(failed, cancel, counts).await;
-                        while let Some(handled) = in_hand.next().await {
-                            if let Err(failed) = self.settle(handled, counts).await {
-                                self.retry_in_place(failed, cancel, counts).await;
-                            }
-                        }
+                Some((message, handled)) = in_hand.next() => {
+                    let failed = matches!(handled, Handled::StoreFailed(_));
+                    self.settle(message, handled, cancel, OnFailure::RetryInPlace).await;
+                    if failed {
+                        // Retried before anything more is taken; then what is
+                        // in hand is settled in order, retrying any other failure.
+                        self.settle_all(&mut in_hand, cancel, OnFailure::RetryInPlace).await;
                     }
                     continue;
                 }
@@ -292,13 +267,41 @@ impl Ingest {
         // which should go to a replica that stays rather than wait out the ack
         // wait in this one's buffer.
         drop(messages);
-        while let Some(handled) = in_hand.next().await {
-            if let Err(failed) = self.settle(handled, counts).await {
-                // Shutting down or re-subscribing: leave it to a redelivery.
-                settle_message(&failed.message, Settle::Retry(Duration::ZERO)).await;
+        self.settle_all(&mut in_hand, cancel, OnFailure::Redeliver)
+            .await;
+        result
+    }
+
+    /// Settles every message in hand, in order.
+    async fn settle_all(
+        &self,
+        in_hand: &mut FuturesOrdered<InHand<'_>>,
+        cancel: &CancellationToken,
+        on_failure: OnFailure,
+    ) {
+        while let Some((message, handled)) = in_hand.next().await {
+            self.settle(message, handled, cancel, on_failure).await;
+        }
+    }
+
+    /// The one way a message in hand is answered: as it was handled, or, for
+    /// a failed store, after retrying it in place or as a redelivery.
+    async fn settle(
+        &self,
+        message: Message,
+        handled: Handled,
+        cancel: &CancellationToken,
+        on_failure: OnFailure,
+    ) {
+        match (handled, on_failure) {
+            (Handled::Settle(settle), _) => settle_message(&message, settle).await,
+            (Handled::StoreFailed(failure), OnFailure::RetryInPlace) => {
+                self.retry_in_place(message, *failure, cancel).await;
+            }
+            (Handled::StoreFailed(_), OnFailure::Redeliver) => {
+                settle_message(&message, Settle::Retry(Duration::ZERO)).await;
             }
         }
-        result
     }
 
     /// Validates `message` and sends its notifications (or, if invalid, its
@@ -329,7 +332,7 @@ impl Ingest {
             // than retry something that cannot change.
             Err(err) => {
                 tracing::error!(error = %err, subject = %message.subject, "A domain message without JetStream metadata; dropping it.");
-                return Box::pin(future::ready(Handled::settled(message, Settle::Terminate)));
+                return Box::pin(future::ready((message, Handled::Settle(Settle::Terminate))));
             }
         };
         self.metrics.observe_ingest_lag(delivery.stored_at);
@@ -340,19 +343,12 @@ impl Ingest {
                 outcome.type_claimed_by(&message.payload);
                 return Box::pin(
                     async move {
-                        let mut counts = Counts::default();
-                        let settle = self
-                            .dead_letter(&message, &delivery, refusal, &mut counts)
-                            .await;
+                        let settle = self.dead_letter(&message, &delivery, refusal).await;
                         if settle != Settle::Terminate {
                             // Not even dead-lettered: it comes back.
                             outcome.failed();
                         }
-                        Handled {
-                            settle,
-                            n_dead_lettered: counts.n_dead_lettered,
-                            ..Handled::settled(message, settle)
-                        }
+                        (message, Handled::Settle(settle))
                     }
                     .instrument(span),
                 );
@@ -380,50 +376,26 @@ impl Ingest {
                             duplicate = accepted.duplicate,
                             "Domain event stored."
                         );
-                        Handled {
-                            n_stored: 1,
-                            ..Handled::settled(message, Settle::Ack)
-                        }
+                        (message, Handled::Settle(Settle::Ack))
                     }
-                    Err(err) => Handled {
-                        failure: Some(Failure {
+                    Err(error) => {
+                        let failure = Failure {
                             delivery,
                             event,
-                            error: err,
-                        }),
-                        ..Handled::settled(message, Settle::Retry(Duration::ZERO))
-                    },
+                            error,
+                        };
+                        (message, Handled::StoreFailed(Box::new(failure)))
+                    }
                 }
             }
             .instrument(span),
         )
     }
 
-    /// Answers JetStream for a handled message, or hands back one whose
-    /// notifications could not be stored.
-    async fn settle(&self, handled: Handled, counts: &mut Counts) -> Result<(), Failed> {
-        counts.n_stored += handled.n_stored;
-        counts.n_dead_lettered += handled.n_dead_lettered;
-        if let Some(failure) = handled.failure {
-            return Err(Failed {
-                message: handled.message,
-                failure,
-            });
-        }
-        settle_message(&handled.message, handled.settle).await;
-        Ok(())
-    }
-
     /// Stores a message whose first attempt failed, retrying with a delay that
     /// doubles per attempt while nothing else is taken; after `max_attempts`
     /// it is dead-lettered. On shutdown it is left to a redelivery.
-    async fn retry_in_place(
-        &self,
-        failed: Failed,
-        cancel: &CancellationToken,
-        counts: &mut Counts,
-    ) {
-        let Failed { message, failure } = failed;
+    async fn retry_in_place(&self, message: Message, failure: Failure, cancel: &CancellationToken) {
         let Failure {
             delivery,
             event,
@@ -438,7 +410,7 @@ impl Ingest {
                     ErrorCode::NatsUnavailable,
                     format!("gave up after {attempts} attempts: {error}"),
                 );
-                let settle = self.dead_letter(&message, &delivery, refusal, counts).await;
+                let settle = self.dead_letter(&message, &delivery, refusal).await;
                 settle_message(&message, settle).await;
                 return;
             }
@@ -472,7 +444,6 @@ impl Ingest {
             match stored {
                 Ok(accepted) => {
                     outcome.stored(accepted.duplicate, started.elapsed());
-                    counts.n_stored += 1;
                     settle_message(&message, Settle::Ack).await;
                     return;
                 }
@@ -488,7 +459,6 @@ impl Ingest {
         message: &Message,
         delivery: &Delivery,
         refusal: ErrorBody,
-        counts: &mut Counts,
     ) -> Settle {
         let record = DeadLetter::new(
             refusal,
@@ -518,7 +488,6 @@ impl Ingest {
         .await;
         match stored {
             Ok(ack) => {
-                counts.n_dead_lettered += 1;
                 self.metrics.dead_lettered(record.code);
                 tracing::warn!(
                     subject = %delivery.subject,
@@ -528,7 +497,6 @@ impl Ingest {
                     reason = %record.message,
                     dead_letter_seq = ack.sequence,
                     duplicate = ack.duplicate,
-                    n_dead_lettered = counts.n_dead_lettered,
                     "Domain message dead-lettered."
                 );
                 Settle::Terminate
