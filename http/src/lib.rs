@@ -10,6 +10,8 @@
 //! - a request timeout: from the head to the response head, so a body that
 //!   trickles in gets 408 and the connection is closed (a streamed response,
 //!   such as SSE, or an upgraded WebSocket is not bounded by it);
+//! - a bound on the request head ([`MAX_REQUEST_HEAD_BYTES`]), so a stalled
+//!   head pins at most that much memory;
 //! - a cap on pending connections, accepted but not yet through their first
 //!   request: past it a new connection is closed at once, so stalled clients
 //!   cannot take every file descriptor the admitted ones need.
@@ -40,6 +42,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_service::Service as _;
 
+/// The most a connection may buffer of a request head (and of a response
+/// before it waits for the socket); a longer head gets 431. hyper's default,
+/// ~400 KB, times the pending cap is what stalled clients could pin. The
+/// largest head Herald needs is a user token at the grant bound: 256
+/// namespaces of the longest (128 bytes) make ~45 KB of token.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
 /// At most one warning per this long while the pending cap turns clients away.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -57,7 +66,8 @@ pub async fn serve<L: Listener>(
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
     let pending = Arc::new(Semaphore::new(
         limits.max_pending_connections.min(Semaphore::MAX_PERMITS),
     ));

@@ -274,6 +274,23 @@ async fn connections_past_the_pending_cap_are_closed_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_past_64_kib_is_answered_431_at_once() {
+    let nats = NatsServer::start();
+    let publisher = TestPublisher::spawn(&nats).await;
+    let mut stream = TcpStream::connect(publisher.addr).await.expect("connect");
+    // Never finished: without a bound the server would buffer it (and wait).
+    let head = format!("GET /healthz HTTP/1.1\r\nX-Big: {}", "x".repeat(100 * 1024));
+    // The server may stop reading (and close) before all of it is written.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(SLACK, stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed at once");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_token_with_too_many_namespace_grants_is_refused() {
     let nats = NatsServer::start();
     let _publisher = TestPublisher::spawn(&nats).await;
