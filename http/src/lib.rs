@@ -13,8 +13,12 @@
 //! - a bound on the request head ([`MAX_REQUEST_HEAD_BYTES`]), so a stalled
 //!   head pins at most that much memory;
 //! - a cap on pending connections, accepted but not yet through their first
-//!   request: past it a new connection is closed at once, so stalled clients
-//!   cannot take every file descriptor the admitted ones need.
+//!   request, so stalled clients cannot take every file descriptor the
+//!   admitted ones need. At the cap the loop stops accepting: a burst (a
+//!   reconnect storm) waits in the listen backlog for slots, which free in
+//!   milliseconds. Only when the cap stays full with no slot freed for
+//!   [`SATURATED_AFTER`] (stalled clients hold it) are new connections
+//!   accepted and closed at once, until a slot frees.
 //!
 //! It lives outside `herald-shared`, which never depends on axum and opens
 //! no sockets.
@@ -49,6 +53,11 @@ use tower_service::Service as _;
 /// namespaces of the longest (128 bytes) make ~45 KB of token.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 
+/// How long the pending cap may stay full, with no slot freed, before new
+/// connections are closed at once rather than left in the listen backlog.
+/// Far above a handshake's milliseconds, far below the header timeout.
+pub const SATURATED_AFTER: Duration = Duration::from_secs(1);
+
 /// At most one warning per this long while the pending cap turns clients away.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -74,13 +83,21 @@ pub async fn serve<L: Listener>(
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
     let mut turned_away = TurnedAway::default();
+    let mut last_slot = tokio::time::Instant::now();
     let mut shutdown = pin!(shutdown);
     loop {
+        // A slot for the next connection, taken before accepting it.
+        let slot = tokio::select! {
+            slot = next_slot(&pending, &mut last_slot) => slot,
+            () = &mut shutdown => break,
+        };
         let (io, _) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
+        // A slot may have freed while this waited for a connection.
+        let slot = slot.or_else(|| pending.clone().try_acquire_owned().ok());
+        let Some(permit) = slot else {
             // Dropping it closes it: the cheapest answer, and the client retries.
             drop(io);
             turned_away.count(limits.max_pending_connections);
@@ -97,6 +114,26 @@ pub async fn serve<L: Listener>(
     stop.cancel();
     connections.close();
     connections.wait().await;
+}
+
+/// A free slot under the pending cap, as soon as there is one; `None` once
+/// the cap has been full for [`SATURATED_AFTER`] since the last slot was
+/// taken, and at once after that, until a slot frees.
+async fn next_slot(
+    pending: &Arc<Semaphore>,
+    last_slot: &mut tokio::time::Instant,
+) -> Option<OwnedSemaphorePermit> {
+    let deadline = *last_slot + SATURATED_AFTER;
+    // `timeout_at` tries the semaphore first, so a free slot is taken even
+    // past the deadline.
+    match tokio::time::timeout_at(deadline, pending.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => {
+            *last_slot = tokio::time::Instant::now();
+            Some(permit)
+        }
+        // Timed out; the semaphore is never closed.
+        _ => None,
+    }
 }
 
 /// One accepted connection's share of the server.

@@ -69,7 +69,9 @@ pub struct HttpArgs {
     #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub http_request_timeout_ms: u64,
     /// Most accepted connections that have not yet completed a request (or a
-    /// WebSocket upgrade); past it new connections are closed at once.
+    /// WebSocket upgrade). At the cap new connections wait in the listen
+    /// backlog; once it has stayed full for a second with no slot freed
+    /// (stalled clients hold it), they are closed at once.
     #[arg(long, env = "HERALD_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
     pub max_pending_connections: usize,
 }

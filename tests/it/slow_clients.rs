@@ -1,9 +1,10 @@
 //! Slow and idle HTTP clients, on both services: a connection that sends
 //! nothing, half a request line, headers one line at a time, or a body that
-//! trickles in is closed within the HTTP timeouts; past the cap on
-//! connections not yet admitted, new ones are closed at once; a normal
-//! client is served meanwhile. And a token with too many namespace grants is
-//! refused.
+//! trickles in is closed within the HTTP timeouts; while stalled
+//! connections hold the whole cap on connections not yet admitted, new ones
+//! are closed, but a burst of normal clients past the cap waits and is
+//! served; a normal client is served meanwhile. And a token with too many
+//! namespace grants is refused.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -32,6 +33,9 @@ const SLACK: Duration = Duration::from_secs(2);
 const N_PER_KIND: usize = 100;
 /// A gap between trickled lines, well under the header timeout.
 const TRICKLE: Duration = Duration::from_millis(200);
+/// How long the pending cap stays full before new connections are closed
+/// (`herald_http::SATURATED_AFTER`).
+const SATURATED_AFTER: Duration = Duration::from_secs(1);
 /// A normal client is served within this meanwhile.
 const QUICKLY: Duration = Duration::from_secs(2);
 
@@ -214,15 +218,18 @@ async fn stalled_connections_to_the_publisher_are_closed_while_a_client_publishe
 }
 
 /// Fills `addr`'s cap of `cap` pending connections with silent ones, then
-/// checks that further connections are closed at once, and that a
-/// connection is served again once the silent ones have gone.
+/// checks that further connections are closed once the cap has stayed full,
+/// and that a connection is served again once the silent ones have gone.
 async fn check_pending_cap(addr: SocketAddr, cap: usize) {
     // The listener accepts in arrival order: these take every pending slot
     // (and keep them: the header timeout is far off).
     let holding = open_many(addr, &[Stall::Silent], cap).await;
     let extra = open_many(addr, &[Stall::Silent], 20).await;
-    let n_closed = count_closed(extra, Instant::now() + SLACK).await;
-    assert_eq!(n_closed, 20, "connections past the cap are closed at once");
+    let n_closed = count_closed(extra, Instant::now() + SATURATED_AFTER + SLACK).await;
+    assert_eq!(
+        n_closed, 20,
+        "connections past a cap held by stalled ones are closed"
+    );
     // While those holding the slots are still open (no EOF, no data).
     let mut buf = [0u8; 64];
     let n_open = holding
@@ -253,7 +260,7 @@ async fn check_pending_cap(addr: SocketAddr, cap: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn connections_past_the_pending_cap_are_closed_at_once() {
+async fn connections_past_a_pending_cap_held_by_stalled_ones_are_closed() {
     const CAP: usize = 50;
     let nats = NatsServer::start();
     let mut publisher_config = publisher_config(&nats);
@@ -271,6 +278,31 @@ async fn connections_past_the_pending_cap_are_closed_at_once() {
 
     check_pending_cap(edge.addr, CAP).await;
     check_pending_cap(publisher.addr, CAP).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_clients_past_the_pending_cap_waits_for_slots_and_is_served() {
+    // A reconnect storm: far more handshakes at once than the cap, none stalled.
+    const CAP: usize = 10;
+    const BURST: usize = 200;
+    let nats = NatsServer::start();
+    let _publisher = TestPublisher::spawn(&nats).await;
+    let mut config = edge_config(&nats, "edge-a");
+    config.http = HttpLimits {
+        max_pending_connections: CAP,
+        ..HttpLimits::default()
+    };
+    let edge = TestEdge::spawn_with(config).await;
+
+    let url = edge.ws_url(&format!("token={}", user_token("alice", &[])));
+    let connected = join_all((0..BURST).map(|_| WsClient::try_connect(&url))).await;
+    let failed: Vec<_> = connected.iter().filter_map(|c| c.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {BURST} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
