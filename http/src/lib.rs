@@ -96,7 +96,11 @@ pub async fn serve<L: Listener>(
             () = &mut shutdown => break,
         };
         // A slot may have freed while this waited for a connection.
-        let slot = slot.or_else(|| pending.clone().try_acquire_owned().ok());
+        let slot = slot.or_else(|| {
+            let permit = pending.clone().try_acquire_owned().ok()?;
+            last_slot = tokio::time::Instant::now();
+            Some(permit)
+        });
         let Some(permit) = slot else {
             // Dropping it closes it: the cheapest answer, and the client retries.
             drop(io);
