@@ -1,6 +1,6 @@
 //! Command-line flag groups both binaries share (each flag has an env var).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use crate::{
     jwt::{KeyError, KeySet},
@@ -51,6 +51,38 @@ pub struct LogArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+}
+
+/// Bounds on HTTP connections, so clients that connect and stall cannot hold
+/// sockets and memory for ever.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// How long a client may take to send a request's headers, in
+    /// milliseconds, counted from when the connection opens or its previous
+    /// response ends (so an idle keep-alive connection goes too); past it the
+    /// connection is closed.
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// How long a request may take from its headers to its response, in
+    /// milliseconds (a body that trickles in); past it the answer is 408 and
+    /// the connection is closed.
+    #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_request_timeout_ms: u64,
+    /// Most accepted connections that have not yet completed a request (or a
+    /// WebSocket upgrade). At the cap new connections wait in the listen
+    /// backlog; once it has stayed full for a second with no slot freed
+    /// (stalled clients hold it), they are closed at once.
+    #[arg(long, env = "HERALD_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
+    pub max_pending_connections: usize,
+}
+
+/// [`HttpArgs`], checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    /// At least 1.
+    pub max_pending_connections: usize,
 }
 
 /// A configuration that cannot start.
@@ -116,6 +148,46 @@ impl JwtArgs {
     }
 }
 
+impl HttpArgs {
+    /// The limits these flags set.
+    ///
+    /// # Errors
+    /// A zero timeout or cap, which would refuse every client.
+    pub fn limits(&self) -> Result<HttpLimits, ConfigError> {
+        let positive = |flag: &'static str, value: u64| {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    flag,
+                    reason: "must be at least 1".into(),
+                });
+            }
+            Ok(value)
+        };
+        let header_timeout = positive("--http-header-timeout-ms", self.http_header_timeout_ms)?;
+        let request_timeout = positive("--http-request-timeout-ms", self.http_request_timeout_ms)?;
+        let max_pending = positive(
+            "--max-pending-connections",
+            self.max_pending_connections as u64,
+        )?;
+        Ok(HttpLimits {
+            header_timeout: Duration::from_millis(header_timeout),
+            request_timeout: Duration::from_millis(request_timeout),
+            max_pending_connections: max_pending as usize,
+        })
+    }
+}
+
+impl Default for HttpLimits {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_pending_connections: 1024,
+        }
+    }
+}
+
 fn read_keys(
     path: &PathBuf,
     parse: fn(&[u8]) -> Result<KeySet, KeyError>,
@@ -128,4 +200,41 @@ fn read_keys(
         path: path.clone(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        http: HttpArgs,
+    }
+
+    fn limits(flags: &[&str]) -> Result<HttpLimits, ConfigError> {
+        let args = std::iter::once("herald").chain(flags.iter().copied());
+        Args::try_parse_from(args).unwrap().http.limits()
+    }
+
+    #[test]
+    fn http_limits_default_to_the_documented_values_and_refuse_zero() {
+        assert_eq!(limits(&[]).unwrap(), HttpLimits::default());
+        assert_eq!(
+            limits(&["--http-header-timeout-ms", "500"])
+                .unwrap()
+                .header_timeout,
+            Duration::from_millis(500)
+        );
+        for flag in [
+            "--http-header-timeout-ms",
+            "--http-request-timeout-ms",
+            "--max-pending-connections",
+        ] {
+            let err = limits(&[flag, "0"]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{err}");
+        }
+    }
 }

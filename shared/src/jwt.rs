@@ -117,6 +117,21 @@ impl UserClaims {
             None => grant == name,
         })
     }
+
+    /// Refuses a token with more than `max` namespace grants: a socket keeps
+    /// its claims for its whole life, and each `allows` walks the grants.
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`], with the count and the bound.
+    pub fn check_grants(&self, max: usize) -> Result<(), TokenError> {
+        if self.ns.len() > max {
+            return Err(TokenError::Invalid(format!(
+                "the token carries {} namespace grants; at most {max} are allowed",
+                self.ns.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 // === impl KeySet ===

@@ -16,5 +16,6 @@ mod production;
 mod publish_http;
 mod resume;
 mod schemas;
+mod slow_clients;
 mod sse;
 mod trace_propagation;

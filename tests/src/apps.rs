@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use herald_shared::jwt::{Expectations, KeySet};
+use herald_shared::{
+    config::HttpLimits,
+    jwt::{Expectations, KeySet},
+};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{WAIT, clients::TEST_SECRET, nats::NatsServer};
@@ -35,6 +38,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
             audience: "herald-publisher".into(),
             issuer: None,
         },
+        http: HttpLimits::default(),
         stream: herald_publisher::streams::StreamLimits {
             max_age: Duration::from_secs(3600),
             max_bytes: 256 << 20,
@@ -61,6 +65,8 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
             audience: "herald".into(),
             issuer: None,
         },
+        max_token_grants: 256,
+        http: HttpLimits::default(),
         node_id: node_id.into(),
         heartbeat: Duration::from_secs(25),
         max_namespaces_per_socket: 100,

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use herald_shared::{
-    config::{ConfigError, JwtArgs, LogArgs, NatsArgs},
+    config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
     jwt::{Expectations, KeySet},
     secret::Secret,
 };
@@ -23,6 +23,12 @@ pub struct Args {
     /// Required `aud` claim of user tokens.
     #[arg(long, env = "HERALD_JWT_AUDIENCE", default_value = "herald")]
     pub jwt_audience: String,
+    /// Most namespace grants (`ns` entries) a user token may carry; a token
+    /// with more is refused as INVALID_TOKEN.
+    #[arg(long, env = "HERALD_MAX_TOKEN_GRANTS", default_value_t = 256)]
+    pub max_token_grants: usize,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// This node's name, sent in `welcome` [default: the host name].
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
@@ -77,6 +83,9 @@ pub struct Config {
     pub keys: KeySet,
     /// What user tokens must carry.
     pub expect: Expectations,
+    /// Most `ns` grants a user token may carry.
+    pub max_token_grants: usize,
+    pub http: HttpLimits,
     pub node_id: String,
     pub heartbeat: Duration,
     pub max_namespaces_per_socket: usize,
@@ -119,6 +128,8 @@ impl TryFrom<Args> for Config {
                 audience: args.jwt_audience,
                 issuer: args.jwt.jwt_issuer,
             },
+            max_token_grants: args.max_token_grants,
+            http: args.http.limits()?,
             node_id: args.node_id.unwrap_or_else(host_name),
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             max_namespaces_per_socket: args.max_namespaces_per_socket,

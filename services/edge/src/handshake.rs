@@ -15,10 +15,10 @@ use herald_shared::{
     error_code::ErrorCode,
     frames::{MAX_CLIENT_FRAME_BYTES, ServerFrame},
     ids::{Namespace, UserId},
-    jwt::UserClaims,
+    jwt::{TokenError, UserClaims},
 };
 
-use crate::{replay::Cursor, session, state::AppState};
+use crate::{config::Config, replay::Cursor, session, state::AppState};
 
 /// tungstenite reads into a buffer of this size, which an idle socket keeps; its
 /// default (128 KiB, zero-filled on first read) would cost more than everything
@@ -129,11 +129,8 @@ fn check(
             "send a token in the `token` query or an Authorization header".into(),
         ));
     };
-    let claims: UserClaims = state
-        .config
-        .keys
-        .verify(token, &state.config.expect)
-        .map_err(|err| refusal(err.code(), err.to_string()))?;
+    let claims =
+        verify_user(&state.config, token).map_err(|err| refusal(err.code(), err.to_string()))?;
     let user = UserId::parse(claims.sub.as_str()).map_err(|err| {
         refusal(
             ErrorCode::InvalidToken,
@@ -208,6 +205,14 @@ fn check(
         resume,
         notices,
     })
+}
+
+/// Verifies a user token, at the handshake and in `auth` refreshes alike:
+/// its signature and claims, and how many namespace grants it carries.
+pub(crate) fn verify_user(config: &Config, token: &str) -> Result<UserClaims, TokenError> {
+    let claims: UserClaims = config.keys.verify(token, &config.expect)?;
+    claims.check_grants(config.max_token_grants)?;
+    Ok(claims)
 }
 
 /// Sends the refusal's `error` frame and closes with its close code.

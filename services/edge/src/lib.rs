@@ -22,7 +22,6 @@ mod stream_reader;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use axum::{Router, routing::get};
 use herald_shared::stream::{EPOCH_METADATA_KEY, NOTIFY_STREAM};
 use tokio::net::TcpListener;
@@ -103,10 +102,7 @@ pub async fn run(
             }
         }
     };
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(drain)
-        .await
-        .context("serving HTTP")?;
+    herald_http::serve(listener, router(state.clone()), state.config.http, drain).await;
     reconciling.abort();
     let _ = nats.drain().await;
     tracing::info!("Edge stopped.");

@@ -20,7 +20,7 @@ use herald_shared::{
     error_code::ErrorCode,
     frames::{ClientFrame, ServerFrame, parse_client_frame},
     ids::{Namespace, UserId},
-    jwt::{TokenError, UserClaims},
+    jwt::UserClaims,
 };
 use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -354,11 +354,7 @@ impl Session {
                 self.send(ServerFrame::Unsubscribed { r#ref, channel });
             }
             ClientFrame::Auth { r#ref, token } => {
-                let verified: Result<UserClaims, TokenError> = self
-                    .state
-                    .config
-                    .keys
-                    .verify(token.expose(), &self.state.config.expect);
+                let verified = crate::handshake::verify_user(&self.state.config, token.expose());
                 match verified {
                     Ok(claims) if claims.sub == self.claims.sub => {
                         self.claims = claims;

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use herald_shared::{
-    config::{ConfigError, JwtArgs, LogArgs, NatsArgs},
+    config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
     jwt::{Expectations, KeySet},
 };
 
@@ -24,6 +24,8 @@ pub struct Args {
     /// Required `aud` claim of service tokens.
     #[arg(long, env = "HERALD_JWT_AUDIENCE", default_value = "herald-publisher")]
     pub jwt_audience: String,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// How long a repeated event `id` is recognized as a duplicate.
     #[arg(long, env = "HERALD_DEDUP_WINDOW_MS", default_value_t = 120_000)]
     pub dedup_window_ms: u64,
@@ -63,6 +65,7 @@ pub struct Config {
     pub keys: KeySet,
     /// What service tokens must carry.
     pub expect: Expectations,
+    pub http: HttpLimits,
     pub stream: StreamLimits,
     /// Acks in flight per request; at least 1.
     pub publish_window: usize,
@@ -114,6 +117,7 @@ impl TryFrom<Args> for Config {
                 audience: args.jwt_audience,
                 issuer: args.jwt.jwt_issuer,
             },
+            http: args.http.limits()?,
             stream: StreamLimits {
                 max_age: Duration::from_secs(args.stream_max_age_secs),
                 max_bytes: args.stream_max_bytes,

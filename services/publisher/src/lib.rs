@@ -77,12 +77,10 @@ pub async fn run(
     let state = AppState::new(config, nats.clone(), jetstream, metrics);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Publisher listening.");
+    let http_limits = state.config.http;
     let http = async {
-        let served = axum::serve(listener, router(state))
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
+        herald_http::serve(listener, router(state), http_limits, stop.cancelled()).await;
         stop.cancel();
-        served
     };
     let signal = async {
         tokio::select! {
@@ -98,14 +96,13 @@ pub async fn run(
         stop.cancel();
         ended
     };
-    let (served, (), ingested) = tokio::join!(http, signal, ingest);
+    let ((), (), ingested) = tokio::join!(http, signal, ingest);
 
     // Every accepted request and the last domain message have had their acks
     // by now; flush what is buffered.
     if let Err(err) = nats.drain().await {
         tracing::warn!(error = %err, "Draining the NATS connection failed.");
     }
-    served.context("serving HTTP")?;
     ingested.context("consuming domain events")?;
     tracing::info!("Publisher stopped.");
     Ok(())
