@@ -220,3 +220,23 @@ fn leap_seconds_are_refused_wherever_a_time_is_taken() {
         assert!(parse(&value).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn control_characters_in_data_strings_are_refused_with_their_path() {
+    for (field, bad) in [
+        ("title", "Stand\u{0}up"),
+        ("calendar_id", "cal\u{1b}1"),
+        ("location", "Room\n4"),
+    ] {
+        let mut value = updated();
+        value["data"][field] = json!(bad);
+        let err = parse(&value).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ValidationFailed, "{field}");
+        assert_eq!(paths(&err), [format!("data.{field}")], "{err:?}");
+    }
+    let mut value = updated();
+    value["data"]["location"] = json!("x".repeat(201));
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["data.location"]);
+    value["data"]["location"] = json!("Room 4, second floor");
+    assert!(parse(&value).is_ok());
+}
