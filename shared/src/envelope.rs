@@ -1,6 +1,8 @@
 //! The event envelope domain services send, its validation, and the
 //! notification stored per recipient channel.
 
+mod json;
+
 use std::collections::HashSet;
 
 use garde::Validate;
@@ -33,7 +35,7 @@ pub struct Envelope {
     #[garde(skip)]
     pub event_type: String,
     /// Who sent the event, 1–64 characters.
-    #[garde(length(chars, min = 1, max = 64))]
+    #[garde(length(chars, min = 1, max = 64), custom(no_control_characters))]
     pub source: String,
     /// When it happened (RFC 3339). When absent: now over HTTP; over NATS when
     /// the domain stream stored the message.
@@ -59,13 +61,40 @@ pub struct Audience {
     pub namespaces: Vec<Namespace>,
 }
 
-/// An RFC 3339 timestamp.
+/// An RFC 3339 timestamp, without leap seconds.
+///
+/// RFC 3339 allows a second `60`; the `time` crate reads one as
+/// `23:59:59.999999999`, a time the sender did not send. Unix time, JetStream
+/// and browsers have no leap seconds either, so Herald refuses them
+/// (`VALIDATION_FAILED`): the sender chooses `23:59:59` or the next second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Timestamp(#[serde(with = "time::serde::rfc3339")] pub OffsetDateTime);
+pub struct Timestamp(#[serde(with = "rfc3339_without_leap_seconds")] pub OffsetDateTime);
 
 impl Timestamp {
     pub fn now() -> Self {
         Self(OffsetDateTime::now_utc())
+    }
+}
+
+mod rfc3339_without_leap_seconds {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+    pub(super) use time::serde::rfc3339::serialize;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<OffsetDateTime, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let parsed = OffsetDateTime::parse(&text, &Rfc3339)
+            .map_err(|err| D::Error::custom(format!("not an RFC 3339 time: {err}")))?;
+        // Parsed, so `YYYY-MM-DDTHH:MM:SS` leads: the second is at 17..19.
+        if text.get(17..19) == Some("60") {
+            return Err(D::Error::custom(
+                "a leap second (second 60) is not accepted; send 23:59:59 or the next second",
+            ));
+        }
+        Ok(parsed)
     }
 }
 
@@ -120,8 +149,10 @@ impl ValidEvent {
 /// an envelope without `id` gets a fresh UUIDv7, one without `time` now.
 ///
 /// # Errors
-/// The error body to answer with: `MALFORMED_JSON` (with line and column),
-/// `UNKNOWN_EVENT_TYPE`, or `VALIDATION_FAILED` listing every broken rule.
+/// The error body to answer with: `MALFORMED_JSON` (with line and column;
+/// also for a key repeated in any object), `UNKNOWN_EVENT_TYPE`, or
+/// `VALIDATION_FAILED` listing every broken rule (control characters in an
+/// envelope string, a leap second, …).
 pub fn parse_event(body: &[u8]) -> Result<ValidEvent, ErrorBody> {
     parse_event_with_defaults(body, EventId::generate, Timestamp::now)
 }
@@ -139,7 +170,7 @@ pub fn parse_event_with_defaults(
     default_id: impl FnOnce() -> EventId,
     default_time: impl FnOnce() -> Timestamp,
 ) -> Result<ValidEvent, ErrorBody> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| ErrorBody {
+    let value = json::from_slice(body).map_err(|err| ErrorBody {
         line: Some(err.line()),
         column: Some(err.column()),
         ..ErrorBody::new(
@@ -154,6 +185,14 @@ pub fn parse_event_with_defaults(
             message: err.into_inner().to_string(),
         }])
     })?;
+    // Checked before the registry, so the refusal names the field rather
+    // than echoing the control characters back as an unknown type.
+    if let Err(err) = no_control_characters(&envelope.event_type, &()) {
+        return Err(validation_failed(vec![FieldError {
+            path: "type".into(),
+            message: err.message().to_string(),
+        }]));
+    }
     let Some(event_type) = EventType::parse(&envelope.event_type) else {
         let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
         return Err(ErrorBody::new(
@@ -203,6 +242,18 @@ pub fn parse_event_with_defaults(
         channels,
         data,
     })
+}
+
+/// Control characters (Unicode `Cc`: U+0000–U+001F, U+007F–U+009F) have no
+/// place in an envelope's strings, `data`'s included: they travel in headers
+/// and logs, and end in every recipient's notification. The ids refuse them
+/// the same way.
+pub(crate) fn no_control_characters(value: &str, _: &()) -> garde::Result {
+    if value.chars().any(char::is_control) {
+        Err(garde::Error::new("must not contain control characters"))
+    } else {
+        Ok(())
+    }
 }
 
 fn validation_failed(errors: Vec<FieldError>) -> ErrorBody {

@@ -34,7 +34,7 @@ struct VerifyingKey {
 pub struct Expectations {
     /// `aud` must equal this.
     pub audience: String,
-    /// `iss` must equal this when set.
+    /// When set, `iss` must be present and equal this.
     pub issuer: Option<String>,
 }
 
@@ -224,10 +224,13 @@ impl KeySet {
         validation.leeway = 0;
         validation.validate_nbf = true;
         validation.set_audience(&[&expect.audience]);
+        let mut required = vec!["exp", "sub", "aud"];
         if let Some(issuer) = &expect.issuer {
             validation.set_issuer(&[issuer]);
+            // jsonwebtoken compares `iss` only when the token has one.
+            required.push("iss");
         }
-        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        validation.set_required_spec_claims(&required);
 
         let mut last_error = TokenError::Invalid(format!("no key configured for {:?}", header.alg));
         for candidate in candidates {

@@ -2,8 +2,9 @@
 
 use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use herald_tests::{
-    apps::Stack,
+    apps::{Stack, TestEdge, TestPublisher, edge_config},
     clients::{Closed, TEST_SECRET, WsClient, now, sign, user_claims, user_token},
+    nats::NatsServer,
 };
 use serde_json::json;
 
@@ -174,4 +175,48 @@ async fn a_draining_edge_sends_reconnect_then_closes_with_1012() {
         }
     );
     stopped.await.unwrap().expect("the edge stops cleanly");
+}
+
+/// With `--jwt-issuer` set, a token must name that issuer: one without any
+/// `iss` is refused at connect and in an `auth` refresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_issuer_configured_a_token_without_iss_is_refused_at_connect_and_on_refresh() {
+    const ISSUER: &str = "https://issuer.example";
+    let nats = NatsServer::start();
+    let mut config = edge_config(&nats, "edge-a");
+    config.expect.issuer = Some(ISSUER.into());
+    let stack = Stack {
+        publisher: TestPublisher::spawn(&nats).await,
+        edges: vec![TestEdge::spawn_with(config).await],
+        nats,
+    };
+    let without_iss = sign(&user_claims("u", &[]), TEST_SECRET);
+    let mut with_iss = user_claims("u", &[]);
+    with_iss["iss"] = json!(ISSUER);
+    let with_iss = sign(&with_iss, TEST_SECRET);
+
+    expect_refusal(
+        &stack,
+        &format!("token={without_iss}"),
+        ErrorCode::InvalidToken,
+        4002,
+    )
+    .await;
+
+    let (mut client, _) =
+        WsClient::connect_welcomed(&stack.edge().ws_url(&format!("token={with_iss}"))).await;
+    client
+        .send_json(&json!({ "type": "auth", "ref": "a1", "token": without_iss }))
+        .await;
+    client
+        .send_json(&json!({ "type": "auth", "ref": "a2", "token": with_iss }))
+        .await;
+    let frames = client.round_trip("after-auth").await;
+    assert!(
+        matches!(&frames[..], [
+            ServerFrame::Error { code: ErrorCode::InvalidToken, r#ref: Some(a1), .. },
+            ServerFrame::Authenticated { r#ref: Some(a2), .. },
+        ] if a1 == "a1" && a2 == "a2"),
+        "{frames:?}"
+    );
 }

@@ -14,6 +14,7 @@ mod ingest_nats;
 mod metrics;
 mod production;
 mod publish_http;
+mod publisher_limits;
 mod resume;
 mod schemas;
 mod slow_clients;

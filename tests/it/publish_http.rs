@@ -238,3 +238,66 @@ async fn nats_down_is_503_nats_unavailable_with_retry_after() {
         Some("1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_keys_control_characters_and_leap_seconds_are_refused_and_store_nothing() {
+    let stack = Stack::start(0).await;
+    let url = stack.publisher.url();
+    // Two `type`s: serde_json alone would keep the last.
+    let two_types = r#"{"id":"e1","type":"calendar.event.deleted","type":"calendar.event.rsvp",
+        "source":"s","audience":{"users":["u_1"]},"data":{"calendar_id":"c","event_id":"e"}}"#;
+    let mut nul_source = calendar_event("e1", &["u_1"], &[]);
+    nul_source["source"] = json!("calendar\u{0}service");
+    let mut leap_second = calendar_event("e1", &["u_1"], &[]);
+    leap_second["time"] = json!("2016-12-31T23:59:60Z");
+
+    let answer = post_raw(
+        &url,
+        Some(&service_token()),
+        "application/json",
+        two_types.into(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{:?}", answer.body);
+    let error: ErrorBody = serde_json::from_value(answer.body).unwrap();
+    assert_eq!(error.code.as_str(), "MALFORMED_JSON");
+    assert!(error.message.contains("duplicate"), "{error:?}");
+    assert_eq!(error.line, Some(1), "{error:?}");
+
+    for (body, path) in [(nul_source, "source"), (leap_second, "time")] {
+        let answer = post_event(&url, &service_token(), &body).await;
+        assert_eq!(answer.status, 422, "{path}: {:?}", answer.body);
+        let error: ErrorBody = serde_json::from_value(answer.body).unwrap();
+        assert_eq!(error.code.as_str(), "VALIDATION_FAILED", "{path}");
+        let paths: Vec<&str> = error.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, [path], "{error:?}");
+    }
+
+    let accepted = stack.publish(&calendar_event("after", &["u_1"], &[])).await;
+    assert_eq!(seqs(&accepted), [1], "no refused event was stored");
+}
+
+/// With `--jwt-issuer` set, a service token without any `iss` is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_issuer_configured_a_service_token_without_iss_is_refused() {
+    const ISSUER: &str = "https://issuer.example";
+    let nats = herald_tests::nats::NatsServer::start();
+    let mut config = herald_tests::apps::publisher_config(&nats);
+    config.expect.issuer = Some(ISSUER.into());
+    let publisher = herald_tests::apps::TestPublisher::spawn_with(config).await;
+    let event = calendar_event("e1", &["u_1"], &[]);
+    let mut with_iss = service_claims();
+    with_iss["iss"] = json!(ISSUER);
+
+    let without = post_event(&publisher.url(), &service_token(), &event).await;
+    let with = post_event(
+        &publisher.url(),
+        &sign(&with_iss, herald_tests::clients::TEST_SECRET),
+        &event,
+    )
+    .await;
+
+    assert_eq!(without.status, 401, "{:?}", without.body);
+    assert_eq!(without.body["code"], "INVALID_TOKEN");
+    assert_eq!(with.status, 202, "{:?}", with.body);
+}

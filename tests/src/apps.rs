@@ -45,6 +45,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
             dedup_window: Duration::from_secs(120),
         },
         publish_window: 256,
+        limits: herald_publisher::config::PublishLimits::default(),
         // A short ack wait: a message a killed publisher held comes back soon.
         ingest: Some(herald_publisher::streams::IngestLimits {
             ack_wait: Duration::from_secs(2),

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use herald_shared::{
     config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
+    envelope::MAX_ENVELOPE_BYTES,
     jwt::{Expectations, KeySet},
 };
 
@@ -50,6 +51,18 @@ pub struct Args {
     /// stream order without waiting for each other's acks.
     #[arg(long, env = "HERALD_INGEST_WINDOW", default_value_t = 512)]
     pub ingest_window: u32,
+    /// The most bytes one event may store: its notification's size times its
+    /// recipient channels. Larger events are refused (`PAYLOAD_TOO_LARGE`).
+    #[arg(long, env = "HERALD_MAX_EVENT_STORED_BYTES", default_value_t = PublishLimits::default().max_event_stored_bytes)]
+    pub max_event_stored_bytes: u64,
+    /// Events per second one service (token `sub`) may publish over HTTP,
+    /// per publisher replica; 0 = no limit.
+    #[arg(long, env = "HERALD_QUOTA_EVENTS_PER_SEC", default_value_t = PublishLimits::default().quota_events_per_sec)]
+    pub quota_events_per_sec: u32,
+    /// Stored bytes (as for `--max-event-stored-bytes`) per second one
+    /// service may publish over HTTP, per publisher replica; 0 = no limit.
+    #[arg(long, env = "HERALD_QUOTA_BYTES_PER_SEC", default_value_t = PublishLimits::default().quota_bytes_per_sec)]
+    pub quota_bytes_per_sec: u64,
     /// Do not consume domain events from NATS (`domain.>`); HTTP ingest only.
     #[arg(long, env = "HERALD_NO_INGEST", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ingest: bool,
@@ -69,11 +82,38 @@ pub struct Config {
     pub stream: StreamLimits,
     /// Acks in flight per request; at least 1.
     pub publish_window: usize,
+    /// What one event and one service may store.
+    pub limits: PublishLimits,
     /// NATS ingest of domain events; `None` with `--no-ingest` (the domain
     /// streams and consumer are then left as they are).
     pub ingest: Option<IngestLimits>,
     /// `--dev`: answer CORS, so the edge's demo page (another origin) can publish.
     pub dev_mode: bool,
+}
+
+/// What one event and one service may store, so that no caller can push
+/// everyone else's history out of the size-bounded stream at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishLimits {
+    /// An event's notification size times its channels; at least
+    /// [`MAX_ENVELOPE_BYTES`], at most the stream's `max_bytes`.
+    pub max_event_stored_bytes: u64,
+    /// Per token `sub`, over HTTP; 0 = no limit.
+    pub quota_events_per_sec: u32,
+    /// Stored bytes per token `sub`, over HTTP; 0 = no limit.
+    pub quota_bytes_per_sec: u64,
+}
+
+impl Default for PublishLimits {
+    /// 16 MiB per event (a 16 KiB notification to 1,000 users); per service
+    /// 50,000 events/s (above what one replica stores) and 16 MiB/s.
+    fn default() -> Self {
+        Self {
+            max_event_stored_bytes: 16 << 20,
+            quota_events_per_sec: 50_000,
+            quota_bytes_per_sec: 16 << 20,
+        }
+    }
 }
 
 impl TryFrom<Args> for Config {
@@ -109,6 +149,17 @@ impl TryFrom<Args> for Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let min_stored = MAX_ENVELOPE_BYTES as u64;
+        let max_stored = u64::try_from(args.stream_max_bytes).unwrap_or(u64::MAX);
+        if !(min_stored..=max_stored).contains(&args.max_event_stored_bytes) {
+            // Below one full-size event to one channel, valid events could
+            // never be stored; above the stream's size, one event could
+            // discard the whole history.
+            return Err(ConfigError::Invalid {
+                flag: "--max-event-stored-bytes",
+                reason: format!("must be at least {min_stored} and at most --stream-max-bytes"),
+            });
+        }
         Ok(Self {
             listen: args.listen,
             nats_url: args.nats.nats_url,
@@ -124,6 +175,11 @@ impl TryFrom<Args> for Config {
                 dedup_window,
             },
             publish_window: args.publish_window.max(1),
+            limits: PublishLimits {
+                max_event_stored_bytes: args.max_event_stored_bytes,
+                quota_events_per_sec: args.quota_events_per_sec,
+                quota_bytes_per_sec: args.quota_bytes_per_sec,
+            },
             ingest: (!args.no_ingest).then_some(IngestLimits {
                 ack_wait: ingest_ack_wait,
                 max_attempts: args.ingest_max_attempts,
@@ -154,6 +210,26 @@ mod tests {
         assert_eq!(ingest.ack_wait, Duration::from_secs(30));
         assert_eq!(ingest.max_attempts, 10);
         assert!(config(&["--no-ingest"]).unwrap().ingest.is_none());
+    }
+
+    #[test]
+    fn the_stored_bytes_bound_holds_one_full_event_and_fits_the_stream() {
+        let limits = config(&[]).unwrap().limits;
+        assert_eq!(limits, PublishLimits::default());
+        assert_eq!(limits.max_event_stored_bytes, 16 << 20);
+        for bad in ["65535", "1073741825"] {
+            let err = config(&["--max-event-stored-bytes", bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("--max-event-stored-bytes"),
+                "{err}"
+            );
+        }
+        let quota = config(&["--quota-events-per-sec", "0", "--quota-bytes-per-sec", "7"]);
+        let limits = quota.unwrap().limits;
+        assert_eq!(
+            (limits.quota_events_per_sec, limits.quota_bytes_per_sec),
+            (0, 7)
+        );
     }
 
     #[test]

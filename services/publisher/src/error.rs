@@ -9,33 +9,47 @@ use axum::{
 use herald_shared::error_code::{ErrorBody, ErrorCode};
 
 /// Seconds a client should wait before retrying a `NATS_UNAVAILABLE`.
-const RETRY_AFTER_SECS: &str = "1";
+const NATS_RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug)]
-pub(crate) struct ApiError(pub(crate) ErrorBody);
+pub(crate) struct ApiError {
+    pub(crate) body: ErrorBody,
+    /// `Retry-After` in seconds, when waiting that long can help.
+    retry_after_secs: Option<u64>,
+}
 
 impl ApiError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self(ErrorBody::new(code, message))
+        ErrorBody::new(code, message).into()
+    }
+
+    /// The same error, answered with `Retry-After: <secs>`.
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 }
 
 impl From<ErrorBody> for ApiError {
     fn from(body: ErrorBody) -> Self {
-        Self(body)
+        let retry_after_secs =
+            (body.code == ErrorCode::NatsUnavailable).then_some(NATS_RETRY_AFTER_SECS);
+        Self {
+            body,
+            retry_after_secs,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
+        let status = StatusCode::from_u16(self.body.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let retryable = self.0.code == ErrorCode::NatsUnavailable;
-        let mut response = (status, Json(self.0)).into_response();
-        if retryable {
+        let mut response = (status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

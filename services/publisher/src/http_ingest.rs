@@ -1,4 +1,5 @@
-//! `POST /v1/events`: authenticate, limit, parse, validate, store, answer 202.
+//! `POST /v1/events`: authenticate, limit, parse, validate, bound the stored
+//! bytes, take from the service's quota, store, answer 202.
 
 use std::time::Instant;
 
@@ -18,7 +19,12 @@ use herald_shared::{
 };
 use tracing::Instrument;
 
-use crate::{error::ApiError, metrics::Source, publish::publish, state::AppState};
+use crate::{
+    error::ApiError,
+    metrics::Source,
+    publish::{check_stored_bytes, publish},
+    state::AppState,
+};
 
 /// The request's span continues the caller's trace (its `traceparent`), and
 /// every notification stored for it carries the span on, to the delivery.
@@ -43,7 +49,7 @@ async fn accept_event(
 ) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
     // Counted once, however this ends; `rejected` until it is valid.
     let mut outcome = state.metrics.event(Source::Http);
-    authorize(&state, &headers)?;
+    let claims = authorize(&state, &headers)?;
     require_json(&headers)?;
     let too_large = || {
         ApiError::new(
@@ -64,6 +70,18 @@ async fn accept_event(
 
     let parsing = Instant::now();
     let event = parse_event(&bytes).inspect_err(|_| outcome.type_claimed_by(&bytes))?;
+    outcome.of_type(event.event_type);
+    let stored_bytes = check_stored_bytes(&event, state.config.limits.max_event_stored_bytes)?;
+    // `sub` is a required claim, so every token has one.
+    let service = claims.sub.as_deref().unwrap_or_default();
+    state.quotas.take(service, stored_bytes).map_err(|over| {
+        tracing::debug!(service, stored_bytes, "Over the service's quota.");
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!("`{service}` is over its publish quota; retry after Retry-After"),
+        )
+        .retry_after(over.retry_after_secs())
+    })?;
     outcome.storing(event.event_type);
     let span = tracing::Span::current();
     span.record("event.id", event.id.as_str());

@@ -14,6 +14,7 @@ mod metrics;
 mod nats_ingest;
 mod ops;
 mod publish;
+mod quota;
 mod sequencer;
 mod state;
 pub mod streams;
@@ -67,6 +68,7 @@ pub async fn run(
                 jetstream: jetstream.clone(),
                 limits: limits.clone(),
                 publish_window: config.publish_window,
+                max_event_stored_bytes: config.limits.max_event_stored_bytes,
                 metrics: metrics.clone(),
             };
             Some(ingest.spawn(consumer, stop.clone()))

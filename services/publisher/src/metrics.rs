@@ -164,6 +164,12 @@ impl EventOutcome<'_> {
         self.labels.result = EventResult::Failed;
     }
 
+    /// A valid event of `event_type` that is refused all the same (over a
+    /// bound or a quota): still counted as `rejected`, under its type.
+    pub(crate) fn of_type(&mut self, event_type: EventType) {
+        self.labels.event_type = Some(event_type);
+    }
+
     /// Stored (`duplicate`: nothing new), `latency` after parsing began.
     pub(crate) fn stored(&mut self, duplicate: bool, latency: Duration) {
         self.labels.result = if duplicate {

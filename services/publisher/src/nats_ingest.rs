@@ -56,7 +56,7 @@ use tracing::Instrument;
 
 use crate::{
     metrics::{Metrics, Source},
-    publish::{PublishError, publish, send},
+    publish::{PublishError, check_stored_bytes, publish, send},
     sequencer::Sequencer,
     streams::{DOMAIN_PRIORITY_GROUP, EnsureError, IngestLimits, ensure_domain_streams},
 };
@@ -88,6 +88,8 @@ pub(crate) struct Ingest {
     pub(crate) limits: IngestLimits,
     /// Acks in flight per event, as for an HTTP request.
     pub(crate) publish_window: usize,
+    /// Larger events are dead-lettered (`PAYLOAD_TOO_LARGE`), as over HTTP.
+    pub(crate) max_event_stored_bytes: u64,
     /// Shared with the HTTP side.
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -337,7 +339,7 @@ impl Ingest {
         };
         self.metrics.observe_ingest_lag(delivery.stored_at);
         let parsing = Instant::now();
-        let event = match validate(&delivery, &message.payload) {
+        let event = match validate(&delivery, &message.payload, self.max_event_stored_bytes) {
             Ok(event) => event,
             Err(refusal) => {
                 outcome.type_claimed_by(&message.payload);
@@ -518,7 +520,11 @@ impl Ingest {
 }
 
 /// The valid event a domain message holds, or the reason it is refused.
-fn validate(delivery: &Delivery, payload: &[u8]) -> Result<ValidEvent, ErrorBody> {
+fn validate(
+    delivery: &Delivery,
+    payload: &[u8],
+    max_stored_bytes: u64,
+) -> Result<ValidEvent, ErrorBody> {
     // The domain stream refuses larger messages; this holds if an operator
     // raised its limit, and keeps dead letters well under the NATS max payload.
     if payload.len() > MAX_ENVELOPE_BYTES {
@@ -549,6 +555,7 @@ fn validate(delivery: &Delivery, payload: &[u8]) -> Result<ValidEvent, ErrorBody
             )
         });
     }
+    check_stored_bytes(&event, max_stored_bytes)?;
     Ok(event)
 }
 
@@ -660,7 +667,7 @@ mod tests {
     #[test]
     fn an_event_without_id_or_time_gets_both_from_the_domain_message() {
         let delivery = delivery("domain.calendar.event.deleted");
-        let event = validate(&delivery, &envelope("calendar.event.deleted")).unwrap();
+        let event = validate(&delivery, &envelope("calendar.event.deleted"), u64::MAX).unwrap();
         assert_eq!(event.id.as_str(), "domain-12-1795687200000000000");
         assert_eq!(event.time, Timestamp(delivery.stored_at));
     }
@@ -670,6 +677,7 @@ mod tests {
         let refusal = validate(
             &delivery("domain.calendar.event.updated"),
             &envelope("calendar.event.deleted"),
+            u64::MAX,
         )
         .unwrap_err();
         assert_eq!(refusal.code, ErrorCode::ValidationFailed);
@@ -682,6 +690,7 @@ mod tests {
         let refusal = validate(
             &delivery("domain.calendar.event.deleted"),
             &vec![b' '; MAX_ENVELOPE_BYTES + 1],
+            u64::MAX,
         )
         .unwrap_err();
         assert_eq!(refusal.code, ErrorCode::PayloadTooLarge);

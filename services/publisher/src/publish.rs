@@ -1,4 +1,5 @@
-//! Storing a valid event: one JetStream message per recipient channel.
+//! Storing a valid event: one JetStream message per recipient channel, and
+//! the bound on how many bytes that may be.
 
 use async_nats::{
     HeaderMap,
@@ -11,10 +12,54 @@ use herald_shared::{
     api::{PublishAccepted, PublishedChannel},
     channel::Channel,
     envelope::ValidEvent,
+    error_code::{ErrorBody, ErrorCode},
     ids::EventId,
     subject::{message_id, stored_subject},
     trace_context,
 };
+
+/// The bytes `event` stores: its notification once per channel.
+///
+/// JetStream adds each message's subject, headers (`Nats-Msg-Id`,
+/// `traceparent`) and framing on top, some 100–250 bytes; the README's
+/// sizing rule counts them.
+pub(crate) fn stored_bytes(event: &ValidEvent) -> u64 {
+    /// Counts what is written to it, and keeps nothing.
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serializing a validated event cannot fail; were it to, `messages` says so.
+    let _ = serde_json::to_writer(&mut counter, &event.notification());
+    counter.0.saturating_mul(event.channels.len() as u64)
+}
+
+/// Refuses an event that would store more than `max_bytes`
+/// (`PAYLOAD_TOO_LARGE`), before anything of it is stored; else its stored bytes.
+///
+/// # Errors
+/// The refusal, naming the event's size and the bound.
+pub(crate) fn check_stored_bytes(event: &ValidEvent, max_bytes: u64) -> Result<u64, ErrorBody> {
+    let bytes = stored_bytes(event);
+    if bytes > max_bytes {
+        return Err(ErrorBody::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the event would store {bytes} bytes ({} channels × its notification), \
+                 over the bound of {max_bytes}; send fewer recipients or a smaller event",
+                event.channels.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
 
 /// Storing failed: JetStream did not take or did not acknowledge a message.
 #[derive(Debug, thiserror::Error)]

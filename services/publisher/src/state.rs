@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 
-use crate::{config::Config, metrics::Metrics};
+use crate::{config::Config, metrics::Metrics, quota::Quotas};
 
 /// Cheap to clone: the NATS handles are `Clone`, the config sits behind an `Arc`.
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub(crate) struct AppState {
     pub(crate) jetstream: jetstream::Context,
     /// This publisher's own registry, served at `GET /metrics`.
     pub(crate) metrics: Arc<Metrics>,
+    /// Each service's remaining allowance (HTTP only).
+    pub(crate) quotas: Arc<Quotas>,
 }
 
 impl AppState {
@@ -24,6 +26,7 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            quotas: Arc::new(Quotas::new(&config.limits)),
             config: Arc::new(config),
             nats,
             jetstream,

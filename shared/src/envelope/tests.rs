@@ -145,3 +145,98 @@ fn the_stored_notification_carries_no_audience() {
     assert_eq!(stored["data"]["changes"], json!(["starts_at"]));
     assert!(stored.get("audience").is_none());
 }
+
+#[test]
+fn duplicate_keys_anywhere_are_malformed_json() {
+    let body = updated().to_string();
+    let bodies = [
+        // Two `type`s: serde_json alone keeps the last one.
+        body.replacen(
+            r#""type":"calendar.event.updated""#,
+            r#""type":"calendar.event.deleted","type":"calendar.event.updated""#,
+            1,
+        ),
+        // The same key spelled with an escape is the same key.
+        body.replacen(r#""source":"#, r#""sourc\u0065":"x","source":"#, 1),
+        body.replacen(r#""users":"#, r#""users":[],"users":"#, 1),
+        body.replacen(r#""title":"#, r#""title":"a","title":"#, 1),
+    ];
+    for duplicated in bodies {
+        assert_ne!(duplicated, body);
+        let err = parse_event(duplicated.as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::MalformedJson, "{duplicated}");
+        assert!(err.message.contains("duplicate key"), "{err:?}");
+        assert!(err.line.is_some() && err.column.is_some(), "{err:?}");
+    }
+    // Equal keys in different objects are fine.
+    assert!(parse_event(body.as_bytes()).is_ok());
+}
+
+#[test]
+fn control_characters_in_envelope_strings_are_refused_with_their_path() {
+    let cases = [
+        ("source", json!("calendar\u{0}service")),
+        ("source", json!("calendar\u{7f}")),
+        ("source", json!("calendar\u{85}")),
+        ("type", json!("calendar.event.updated\u{1b}")),
+        ("id", json!("cal\nsvc")),
+    ];
+    for (field, bad) in cases {
+        let mut value = updated();
+        value[field] = bad.clone();
+        let err = parse(&value).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ValidationFailed, "{field}: {bad}");
+        assert_eq!(paths(&err), [field], "{err:?}");
+    }
+    let mut value = updated();
+    value["audience"]["namespaces"][0] = json!("team\u{9}42");
+    assert_eq!(
+        paths(&parse(&value).unwrap_err()),
+        ["audience.namespaces[0]"]
+    );
+}
+
+#[test]
+fn leap_seconds_are_refused_wherever_a_time_is_taken() {
+    let mut value = updated();
+    value["time"] = json!("2016-12-31T23:59:60Z");
+    let err = parse(&value).unwrap_err();
+    assert_eq!(err.code, ErrorCode::ValidationFailed);
+    assert_eq!(paths(&err), ["time"], "{err:?}");
+    assert!(err.errors[0].message.contains("leap second"), "{err:?}");
+
+    let mut value = updated();
+    value["data"]["ends_at"] = json!("2016-12-31T23:59:60+00:00");
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["data.ends_at"]);
+
+    // The second before and the one after are ordinary times.
+    for ok in [
+        "2016-12-31T23:59:59Z",
+        "2017-01-01T00:00:00Z",
+        "2016-12-31T23:59:59.999Z",
+    ] {
+        let mut value = updated();
+        value["time"] = json!(ok);
+        assert!(parse(&value).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn control_characters_in_data_strings_are_refused_with_their_path() {
+    for (field, bad) in [
+        ("title", "Stand\u{0}up"),
+        ("calendar_id", "cal\u{1b}1"),
+        ("location", "Room\n4"),
+    ] {
+        let mut value = updated();
+        value["data"][field] = json!(bad);
+        let err = parse(&value).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ValidationFailed, "{field}");
+        assert_eq!(paths(&err), [format!("data.{field}")], "{err:?}");
+    }
+    let mut value = updated();
+    value["data"]["location"] = json!("x".repeat(201));
+    assert_eq!(paths(&parse(&value).unwrap_err()), ["data.location"]);
+    value["data"]["location"] = json!("Room 4, second floor");
+    assert!(parse(&value).is_ok());
+}

@@ -4,17 +4,20 @@ use garde::Validate;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{envelope::Timestamp, ids::UserId};
+use crate::{
+    envelope::{Timestamp, no_control_characters},
+    ids::UserId,
+};
 
 /// `data` of `calendar.event.created`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventCreated {
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub calendar_id: String,
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub event_id: String,
-    #[garde(length(chars, min = 1, max = 200))]
+    #[garde(length(chars, min = 1, max = 200), custom(no_control_characters))]
     pub title: String,
     #[garde(skip)]
     pub starts_at: Timestamp,
@@ -25,7 +28,7 @@ pub struct EventCreated {
     #[garde(skip)]
     pub all_day: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(chars, max = 200))]
+    #[garde(length(chars, max = 200), custom(optional_no_control_characters))]
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(length(max = 1000))]
@@ -39,11 +42,11 @@ pub struct EventCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventUpdated {
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub calendar_id: String,
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub event_id: String,
-    #[garde(length(chars, min = 1, max = 200))]
+    #[garde(length(chars, min = 1, max = 200), custom(no_control_characters))]
     pub title: String,
     #[garde(skip)]
     pub starts_at: Timestamp,
@@ -54,7 +57,7 @@ pub struct EventUpdated {
     #[garde(skip)]
     pub all_day: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(length(chars, max = 200))]
+    #[garde(length(chars, max = 200), custom(optional_no_control_characters))]
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(length(max = 1000))]
@@ -82,9 +85,9 @@ pub enum ChangedField {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventDeleted {
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub calendar_id: String,
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub event_id: String,
 }
 
@@ -92,9 +95,9 @@ pub struct EventDeleted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventRsvp {
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub calendar_id: String,
-    #[garde(length(chars, min = 1, max = 128))]
+    #[garde(length(chars, min = 1, max = 128), custom(no_control_characters))]
     pub event_id: String,
     #[garde(skip)]
     pub user_id: UserId,
@@ -119,4 +122,10 @@ fn is_after(starts_at: &Timestamp) -> impl FnOnce(&Timestamp, &()) -> garde::Res
             Err(garde::Error::new("must be after starts_at"))
         }
     }
+}
+
+fn optional_no_control_characters(value: &Option<String>, context: &()) -> garde::Result {
+    value
+        .as_deref()
+        .map_or(Ok(()), |value| no_control_characters(value, context))
 }

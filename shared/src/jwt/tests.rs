@@ -104,6 +104,14 @@ fn the_issuer_is_checked_when_configured() {
         keys.verify::<UserClaims>(&token, &strict("https://evil.example"))
             .is_err()
     );
+    // jsonwebtoken checks `iss` only when the token has one: a token without
+    // any must not pass for one from the expected issuer.
+    let without_iss = sign(Header::default(), &claims(), &key);
+    assert!(matches!(
+        keys.verify::<UserClaims>(&without_iss, &strict("https://issuer.example")),
+        Err(TokenError::Invalid(_))
+    ));
+    assert!(keys.verify::<UserClaims>(&without_iss, &expect()).is_ok());
 }
 
 #[test]
