@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     channel::Channel,
-    envelope::Timestamp,
     error_code::{ErrorBody, ErrorCode, FieldError},
     ids::EventId,
+    timestamp::Timestamp,
 };
 
 /// The `202 Accepted` body of `POST /v1/events`.

@@ -8,13 +8,14 @@ use std::collections::HashSet;
 use garde::Validate;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::{
     channel::Channel,
     error_code::{ErrorBody, ErrorCode, FieldError},
     events::{EventData, EventType, garde_errors, prefixed},
     ids::{EventId, Namespace, UserId},
+    text::no_control_characters,
+    timestamp::Timestamp,
 };
 
 /// The largest body `POST /v1/events` takes, and the largest domain message.
@@ -59,53 +60,6 @@ pub struct Audience {
     #[serde(default)]
     #[garde(length(max = 100))]
     pub namespaces: Vec<Namespace>,
-}
-
-/// An RFC 3339 timestamp, without leap seconds.
-///
-/// RFC 3339 allows a second `60`; the `time` crate reads one as
-/// `23:59:59.999999999`, a time the sender did not send. Unix time, JetStream
-/// and browsers have no leap seconds either, so Herald refuses them
-/// (`VALIDATION_FAILED`): the sender chooses `23:59:59` or the next second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Timestamp(#[serde(with = "rfc3339_without_leap_seconds")] pub OffsetDateTime);
-
-impl Timestamp {
-    pub fn now() -> Self {
-        Self(OffsetDateTime::now_utc())
-    }
-}
-
-mod rfc3339_without_leap_seconds {
-    use serde::{Deserialize, Deserializer, de::Error as _};
-    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-
-    pub(super) use time::serde::rfc3339::serialize;
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<OffsetDateTime, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let parsed = OffsetDateTime::parse(&text, &Rfc3339)
-            .map_err(|err| D::Error::custom(format!("not an RFC 3339 time: {err}")))?;
-        // Parsed, so `YYYY-MM-DDTHH:MM:SS` leads: the second is at 17..19.
-        if text.get(17..19) == Some("60") {
-            return Err(D::Error::custom(
-                "a leap second (second 60) is not accepted; send 23:59:59 or the next second",
-            ));
-        }
-        Ok(parsed)
-    }
-}
-
-impl JsonSchema for Timestamp {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Timestamp".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({ "type": "string", "format": "date-time" })
-    }
 }
 
 /// An event that passed every rule; the only thing the publisher stores.
@@ -153,7 +107,7 @@ impl ValidEvent {
 /// also for a key repeated in any object), `UNKNOWN_EVENT_TYPE`, or
 /// `VALIDATION_FAILED` listing every broken rule (control characters in an
 /// envelope string, a leap second, …).
-pub fn parse_event(body: &[u8]) -> Result<ValidEvent, ErrorBody> {
+pub fn parse_event(body: &[u8]) -> Result<ValidEvent, Refused> {
     parse_event_with_defaults(body, EventId::generate, Timestamp::now)
 }
 
@@ -169,15 +123,46 @@ pub fn parse_event_with_defaults(
     body: &[u8],
     default_id: impl FnOnce() -> EventId,
     default_time: impl FnOnce() -> Timestamp,
-) -> Result<ValidEvent, ErrorBody> {
-    let value = json::from_slice(body).map_err(|err| ErrorBody {
-        line: Some(err.line()),
-        column: Some(err.column()),
-        ..ErrorBody::new(
-            ErrorCode::MalformedJson,
-            format!("body is not valid JSON: {err}"),
-        )
+) -> Result<ValidEvent, Refused> {
+    let value = json::from_slice(body).map_err(|err| Refused {
+        body: ErrorBody {
+            line: Some(err.line()),
+            column: Some(err.column()),
+            ..ErrorBody::new(
+                ErrorCode::MalformedJson,
+                format!("body is not valid JSON: {err}"),
+            )
+        },
+        claimed_type: None,
     })?;
+    let claimed_type = value
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .and_then(EventType::parse);
+    check_envelope(value, default_id, default_time).map_err(|body| Refused { body, claimed_type })
+}
+
+/// Why an envelope was refused: the error body to answer with, and the
+/// registered type the envelope names, if it names one, so that a refusal is
+/// counted under its type without reading the body twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub body: ErrorBody,
+    pub claimed_type: Option<EventType>,
+}
+
+impl From<Refused> for ErrorBody {
+    fn from(refused: Refused) -> Self {
+        refused.body
+    }
+}
+
+/// [`parse_event_with_defaults`] once the body is JSON.
+fn check_envelope(
+    value: serde_json::Value,
+    default_id: impl FnOnce() -> EventId,
+    default_time: impl FnOnce() -> Timestamp,
+) -> Result<ValidEvent, ErrorBody> {
     let envelope: Envelope = serde_path_to_error::deserialize(value).map_err(|err| {
         let path = prefixed("", &err.path().to_string());
         validation_failed(vec![FieldError {
@@ -242,18 +227,6 @@ pub fn parse_event_with_defaults(
         channels,
         data,
     })
-}
-
-/// Control characters (Unicode `Cc`: U+0000–U+001F, U+007F–U+009F) have no
-/// place in an envelope's strings, `data`'s included: they travel in headers
-/// and logs, and end in every recipient's notification. The ids refuse them
-/// the same way.
-pub(crate) fn no_control_characters(value: &str, _: &()) -> garde::Result {
-    if value.chars().any(char::is_control) {
-        Err(garde::Error::new("must not contain control characters"))
-    } else {
-        Ok(())
-    }
 }
 
 fn validation_failed(errors: Vec<FieldError>) -> ErrorBody {

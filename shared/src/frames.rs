@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     channel::Channel,
-    envelope::Timestamp,
     error_code::ErrorCode,
     ids::{EventId, Namespace, UserId},
     secret::Secret,
+    timestamp::Timestamp,
 };
 
 /// The largest client frame an edge reads; a larger one closes the socket with 1009.

@@ -21,4 +21,6 @@ pub mod shutdown;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;
+pub mod text;
+pub mod timestamp;
 pub mod trace_context;

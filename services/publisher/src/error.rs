@@ -8,8 +8,9 @@ use axum::{
 };
 use herald_shared::error_code::{ErrorBody, ErrorCode};
 
-/// Seconds a client should wait before retrying a `NATS_UNAVAILABLE`.
-const NATS_RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a client should wait before retrying a retryable error, unless
+/// the error says how long (a quota's refill).
+const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -32,8 +33,10 @@ impl ApiError {
 
 impl From<ErrorBody> for ApiError {
     fn from(body: ErrorBody) -> Self {
-        let retry_after_secs =
-            (body.code == ErrorCode::NatsUnavailable).then_some(NATS_RETRY_AFTER_SECS);
+        let retry_after_secs = body
+            .code
+            .is_retryable()
+            .then_some(DEFAULT_RETRY_AFTER_SECS);
         Self {
             body,
             retry_after_secs,

@@ -69,7 +69,10 @@ async fn accept_event(
         .map_err(|_| too_large())?;
 
     let parsing = Instant::now();
-    let event = parse_event(&bytes).inspect_err(|_| outcome.type_claimed_by(&bytes))?;
+    let event = parse_event(&bytes).map_err(|refused| {
+        outcome.claimed_type(refused.claimed_type);
+        refused.body
+    })?;
     outcome.of_type(event.event_type);
     let stored_bytes = check_stored_bytes(&event, state.config.limits.max_event_stored_bytes)?;
     // `sub` is a required claim, so every token has one.

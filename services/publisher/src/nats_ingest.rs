@@ -44,10 +44,11 @@ use async_nats::{
 use futures_util::{StreamExt, future, stream::FuturesOrdered};
 use herald_shared::{
     api::DeadLetter,
-    envelope::{MAX_ENVELOPE_BYTES, Timestamp, ValidEvent, parse_event_with_defaults},
+    envelope::{MAX_ENVELOPE_BYTES, Refused, ValidEvent, parse_event_with_defaults},
     error_code::{ErrorBody, ErrorCode, FieldError},
     ids::EventId,
     subject::{dead_letter_message_id, dead_letter_subject, event_type_from_domain_subject},
+    timestamp::Timestamp,
     trace_context,
 };
 use time::OffsetDateTime;
@@ -341,8 +342,11 @@ impl Ingest {
         let parsing = Instant::now();
         let event = match validate(&delivery, &message.payload, self.max_event_stored_bytes) {
             Ok(event) => event,
-            Err(refusal) => {
-                outcome.type_claimed_by(&message.payload);
+            Err(Refused {
+                body: refusal,
+                claimed_type,
+            }) => {
+                outcome.claimed_type(claimed_type);
                 return Box::pin(
                     async move {
                         let settle = self.dead_letter(&message, &delivery, refusal).await;
@@ -524,14 +528,17 @@ fn validate(
     delivery: &Delivery,
     payload: &[u8],
     max_stored_bytes: u64,
-) -> Result<ValidEvent, ErrorBody> {
+) -> Result<ValidEvent, Refused> {
     // The domain stream refuses larger messages; this holds if an operator
     // raised its limit, and keeps dead letters well under the NATS max payload.
     if payload.len() > MAX_ENVELOPE_BYTES {
-        return Err(ErrorBody::new(
-            ErrorCode::PayloadTooLarge,
-            format!("payload exceeds {MAX_ENVELOPE_BYTES} bytes"),
-        ));
+        return Err(Refused {
+            body: ErrorBody::new(
+                ErrorCode::PayloadTooLarge,
+                format!("payload exceeds {MAX_ENVELOPE_BYTES} bytes"),
+            ),
+            claimed_type: None,
+        });
     }
     let event = parse_event_with_defaults(
         payload,
@@ -547,15 +554,22 @@ fn validate(
                 event.event_type, delivery.subject
             ),
         };
-        return Err(ErrorBody {
+        let body = ErrorBody {
             errors: vec![error.clone()],
             ..ErrorBody::new(
                 ErrorCode::ValidationFailed,
                 format!("{}: {}", error.path, error.message),
             )
+        };
+        return Err(Refused {
+            body,
+            claimed_type: Some(event.event_type),
         });
     }
-    check_stored_bytes(&event, max_stored_bytes)?;
+    check_stored_bytes(&event, max_stored_bytes).map_err(|body| Refused {
+        body,
+        claimed_type: Some(event.event_type),
+    })?;
     Ok(event)
 }
 
@@ -635,6 +649,7 @@ async fn settle_message(message: &Message, settle: Settle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_shared::events::EventType;
 
     fn delivery(subject: &str) -> Delivery {
         Delivery {
@@ -680,9 +695,10 @@ mod tests {
             u64::MAX,
         )
         .unwrap_err();
-        assert_eq!(refusal.code, ErrorCode::ValidationFailed);
-        assert_eq!(refusal.errors.len(), 1);
-        assert_eq!(refusal.errors[0].path, "type");
+        assert_eq!(refusal.body.code, ErrorCode::ValidationFailed);
+        assert_eq!(refusal.body.errors.len(), 1);
+        assert_eq!(refusal.body.errors[0].path, "type");
+        assert_eq!(refusal.claimed_type, Some(EventType::CalendarEventDeleted));
     }
 
     #[test]
@@ -693,6 +709,6 @@ mod tests {
             u64::MAX,
         )
         .unwrap_err();
-        assert_eq!(refusal.code, ErrorCode::PayloadTooLarge);
+        assert_eq!(refusal.body.code, ErrorCode::PayloadTooLarge);
     }
 }

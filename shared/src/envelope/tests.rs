@@ -16,7 +16,7 @@ fn updated() -> serde_json::Value {
 }
 
 fn parse(value: &serde_json::Value) -> Result<ValidEvent, ErrorBody> {
-    parse_event(&serde_json::to_vec(value).unwrap())
+    parse_event(&serde_json::to_vec(value).unwrap()).map_err(ErrorBody::from)
 }
 
 fn paths(body: &ErrorBody) -> Vec<&str> {
@@ -37,7 +37,7 @@ fn the_spec_example_is_valid_and_maps_to_one_channel_per_recipient() {
 
 #[test]
 fn malformed_json_reports_line_and_column() {
-    let err = parse_event(b"{\n  \"type\": ,\n}").unwrap_err();
+    let err = parse_event(b"{\n  \"type\": ,\n}").unwrap_err().body;
     assert_eq!(err.code, ErrorCode::MalformedJson);
     assert_eq!((err.line, err.column), (Some(2), Some(11)));
 }
@@ -163,7 +163,7 @@ fn duplicate_keys_anywhere_are_malformed_json() {
     ];
     for duplicated in bodies {
         assert_ne!(duplicated, body);
-        let err = parse_event(duplicated.as_bytes()).unwrap_err();
+        let err = parse_event(duplicated.as_bytes()).unwrap_err().body;
         assert_eq!(err.code, ErrorCode::MalformedJson, "{duplicated}");
         assert!(err.message.contains("duplicate key"), "{err:?}");
         assert!(err.line.is_some() && err.column.is_some(), "{err:?}");
@@ -239,4 +239,17 @@ fn control_characters_in_data_strings_are_refused_with_their_path() {
     assert_eq!(paths(&parse(&value).unwrap_err()), ["data.location"]);
     value["data"]["location"] = json!("Room 4, second floor");
     assert!(parse(&value).is_ok());
+}
+
+#[test]
+fn a_refusal_names_the_registered_type_the_body_claimed_if_any() {
+    let mut value = updated();
+    value["data"]["title"] = json!("Stand\u{0}up");
+    let refused = parse_event(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+    assert_eq!(refused.claimed_type, Some(EventType::CalendarEventUpdated));
+    // Unregistered, unreadable or absent: no type, so the metric label stays bounded.
+    for payload in [&br#"{"type": "evil.{}\"type"}"#[..], b"not json", b"{}"] {
+        let refused = parse_event(payload).unwrap_err();
+        assert_eq!(refused.claimed_type, None, "{refused:?}");
+    }
 }

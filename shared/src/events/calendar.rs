@@ -4,10 +4,7 @@ use garde::Validate;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    envelope::{Timestamp, no_control_characters},
-    ids::UserId,
-};
+use crate::{ids::UserId, text::no_control_characters, timestamp::Timestamp};
 
 /// `data` of `calendar.event.created`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]
