@@ -50,19 +50,24 @@ fn instant_of_unix(secs: i64) -> Instant {
     Instant::now() + Duration::from_secs(secs as u64).saturating_sub(now)
 }
 
-/// Scrapes the edge's open connections of `transport` until they are `n`;
-/// `false` if they still were not at `deadline`.
-async fn connections_reach(edge: &TestEdge, transport: &str, n: f64, deadline: Instant) -> bool {
+/// Scrapes the edge's open connections of `transport` until they are `n`:
+/// when it saw that, or `None` if they still were not at `deadline`.
+async fn connections_reach(
+    edge: &TestEdge,
+    transport: &str,
+    n: f64,
+    deadline: Instant,
+) -> Option<Instant> {
     let base = format!("http://{}", edge.addr);
     loop {
         let open = scrape(&base)
             .await
             .sum("herald_edge_connections", &[("transport", transport)]);
         if open == n {
-            return true;
+            return Some(Instant::now());
         }
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -123,14 +128,19 @@ async fn a_socket_that_stops_reading_is_closed_at_exp_and_gets_nothing_published
     )
     .await;
     let dropped = connections_reach(edge, "websocket", 0.0, expires + Duration::from_secs(1)).await;
+    eprintln!(
+        "stuck WebSocket dropped {:?} after exp",
+        dropped.map(|at| at - expires)
+    );
 
     // The client reads again: what did it get?
     let frames = client.frames_until_end(QUIET).await;
     let ids = event_ids(&frames);
     let after_exp = ids.iter().filter(|id| *id != "before-exp").count();
     assert!(
-        dropped && after_exp == 0,
-        "dropped by exp + 1 s: {dropped}; events written after `exp`: {after_exp} (of {ids:?})"
+        dropped.is_some() && after_exp == 0,
+        "dropped by exp + 1 s: {}; events written after `exp`: {after_exp} (of {ids:?})",
+        dropped.is_some()
     );
 }
 
@@ -152,8 +162,13 @@ async fn a_silent_socket_with_a_pending_write_is_dropped_within_two_heartbeats()
     .await;
 
     let bound = heard + heartbeat * 2 + Duration::from_millis(400);
+    let dropped = connections_reach(&edge, "websocket", 0.0, bound).await;
+    eprintln!(
+        "silent socket dropped {:?} after it was last heard (heartbeat {heartbeat:?})",
+        dropped.map(|at| at - heard)
+    );
     assert!(
-        connections_reach(&edge, "websocket", 0.0, bound).await,
+        dropped.is_some(),
         "a silent socket with a pending write outlived two heartbeats"
     );
 }
@@ -178,7 +193,10 @@ async fn a_write_pending_longer_than_the_write_timeout_drops_a_chatty_socket() {
     let bound = stored + write_timeout + Duration::from_secs(1);
     let dropped = async {
         let mut i = 0;
-        while !connections_reach(&edge, "websocket", 0.0, Instant::now()).await {
+        while connections_reach(&edge, "websocket", 0.0, Instant::now())
+            .await
+            .is_none()
+        {
             client
                 .send_json(&json!({ "type": "ping", "ref": i.to_string() }))
                 .await;
@@ -218,13 +236,18 @@ async fn an_sse_stream_that_stops_reading_ends_at_exp_and_gets_nothing_published
     )
     .await;
     let dropped = connections_reach(edge, "sse", 0.0, expires + Duration::from_secs(1)).await;
+    eprintln!(
+        "stuck SSE stream ended {:?} after exp",
+        dropped.map(|at| at - expires)
+    );
 
     let got = String::from_utf8_lossy(&read_until_quiet(&mut socket, QUIET).await).into_owned();
     assert!(got.contains("before-exp"), "the stream delivered nothing");
     let after_exp = got.contains("after-exp");
     assert!(
-        dropped && !after_exp,
-        "ended by exp + 1 s: {dropped}; written after `exp`: {after_exp}"
+        dropped.is_some() && !after_exp,
+        "ended by exp + 1 s: {}; written after `exp`: {after_exp}",
+        dropped.is_some()
     );
 }
 
