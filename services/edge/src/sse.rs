@@ -275,7 +275,7 @@ impl Stream {
         replay_failed: &tokio_util::sync::CancellationToken,
     ) -> (Option<ServerFrame>, bool) {
         let overflowed = receiver.overflowed().clone();
-        let expires_at = crate::session::unix_deadline(exp);
+        let expires_at = crate::deadline::unix_deadline(exp);
         let expiry = tokio::time::sleep_until(expires_at);
         tokio::pin!(expiry);
         let draining = || ServerFrame::Reconnect {
