@@ -10,7 +10,7 @@ use herald_tests::{
     apps::{Stack, TestEdge, edge_config},
     clients::{TEST_SECRET, WsClient, calendar_event, now, sign, user_claims, user_token},
     metrics::{scrape, wait_for},
-    sse::{open_unread, read_until_quiet},
+    sse::{SseClient, SseItem, open_unread, read_until_quiet},
     store::store_many,
 };
 use serde_json::json;
@@ -268,6 +268,20 @@ async fn a_token_exp_near_u64_max_works_and_leaves_no_subscription_behind() {
         .expect("a frame or the end in time");
     let welcomed = matches!(first, Ok(ServerFrame::Welcome { .. }));
 
+    // On an SSE stream.
+    let url = format!(
+        "http://{}/v1/sse?token={}&ns=team-sse",
+        edge.addr,
+        token_with_exp("sse", &["team-*"], far.clone())
+    );
+    let mut sse = SseClient::connect(&url, None).await;
+    let sse_first = sse.next().await;
+    let sse_welcomed = matches!(
+        &sse_first,
+        SseItem::Event(event) if matches!(event.frame, ServerFrame::Welcome { .. })
+    );
+    drop(sse);
+
     // In an `auth` refresh.
     let url = edge.ws_url(&format!(
         "token={}&ns=team-refresh",
@@ -312,8 +326,8 @@ async fn a_token_exp_near_u64_max_works_and_leaves_no_subscription_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(
-        welcomed && authenticated && leftover.is_empty(),
-        "connect with a far `exp`: {first:?}; `auth` with one: {answer:?}; \
+        welcomed && sse_welcomed && authenticated && leftover.is_empty(),
+        "connect with a far `exp`: {first:?}; SSE: {sse_first:?}; `auth` with one: {answer:?}; \
          subscriptions left after the sockets closed: {leftover:?}"
     );
 }
