@@ -7,6 +7,7 @@
 mod assets;
 mod auth;
 mod config;
+mod deadlines;
 mod delivery;
 mod faults;
 mod frames;

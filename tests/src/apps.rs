@@ -73,6 +73,7 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
         max_namespaces_per_socket: 100,
         outbound_queue_bytes: 1 << 20,
         socket_send_buffer_bytes: Some(64 * 1024),
+        write_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(5),
         reconcile_interval: Duration::from_secs(30),
         client_frames_per_sec: 20,

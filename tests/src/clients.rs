@@ -134,8 +134,18 @@ impl WsClient {
     /// browser on a slow network looks to the server: unread frames back up
     /// on the server quickly instead of vanishing into megabytes of buffer.
     pub async fn connect_with_small_receive_buffer(url: &str, addr: std::net::SocketAddr) -> Self {
+        Self::connect_with_receive_buffer(url, addr, 4096).await
+    }
+
+    /// Opens `url` over a socket whose kernel receive buffer (SO_RCVBUF) is
+    /// `bytes`, set before connecting so the advertised window is small too.
+    pub async fn connect_with_receive_buffer(
+        url: &str,
+        addr: std::net::SocketAddr,
+        bytes: u32,
+    ) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let stream = socket.connect(addr).await.expect("connect");
         let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
@@ -167,6 +177,22 @@ impl WsClient {
                 None => return Err("connection ended".into()),
             }
         }
+    }
+
+    /// Every frame the socket still yields, until it closes, breaks, or stays
+    /// quiet for `quiet`: what a client that stopped reading finds later.
+    pub async fn frames_until_end(&mut self, quiet: std::time::Duration) -> Vec<ServerFrame> {
+        let mut frames = Vec::new();
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(quiet, self.socket.next()).await {
+            match message {
+                Message::Text(text) => frames.push(
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad frame {text}: {e}")),
+                ),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        frames
     }
 
     /// Connects and reads the `welcome` frame.

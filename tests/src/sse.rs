@@ -105,3 +105,44 @@ impl SseClient {
         }
     }
 }
+
+/// Opens `GET <path_and_query>` on `addr` as an SSE client whose kernel
+/// receive buffer is `receive_buffer` bytes, and returns the socket unread:
+/// a client that stopped reading. Read it later with [`read_until_quiet`].
+pub async fn open_unread(
+    addr: std::net::SocketAddr,
+    path_and_query: &str,
+    receive_buffer: u32,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(receive_buffer)
+        .expect("SO_RCVBUF");
+    let mut stream = tokio::time::timeout(WAIT, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let request = format!(
+        "GET {path_and_query} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    stream
+}
+
+/// Everything `stream` still yields until it ends or stays quiet for `quiet`.
+pub async fn read_until_quiet(
+    stream: &mut tokio::net::TcpStream,
+    quiet: std::time::Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buffer = vec![0; 64 * 1024];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, stream.read(&mut buffer)).await {
+        got.extend_from_slice(&buffer[..n]);
+    }
+    got
+}

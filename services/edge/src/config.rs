@@ -45,6 +45,11 @@ pub struct Args {
     /// Kernel send buffer per socket (SO_SNDBUF), in bytes; 0 leaves the kernel default.
     #[arg(long, env = "HERALD_SOCKET_SEND_BUFFER_BYTES", default_value_t = 64 * 1024)]
     pub socket_send_buffer_bytes: u32,
+    /// Longest a write to a client may stay pending, in milliseconds: a
+    /// socket that takes no bytes for that long is dropped (SLOW_CONSUMER),
+    /// even if it keeps sending frames.
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
     /// How long to wait for sockets to close on shutdown, in milliseconds.
     #[arg(long, env = "HERALD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
@@ -92,6 +97,8 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     /// `None` leaves the kernel's autotuning alone.
     pub socket_send_buffer_bytes: Option<u32>,
+    /// Longest a write to a socket may stay pending before it is dropped.
+    pub write_timeout: Duration,
     pub drain_timeout: Duration,
     pub reconcile_interval: Duration,
     pub client_frames_per_sec: u32,
@@ -135,6 +142,7 @@ impl TryFrom<Args> for Config {
             max_namespaces_per_socket: args.max_namespaces_per_socket,
             outbound_queue_bytes: args.outbound_queue_bytes,
             socket_send_buffer_bytes: Some(args.socket_send_buffer_bytes).filter(|&b| b > 0),
+            write_timeout: Duration::from_millis(args.write_timeout_ms.max(1)),
             drain_timeout: Duration::from_millis(args.drain_timeout_ms),
             reconcile_interval: Duration::from_millis(args.reconcile_interval_ms.max(100)),
             client_frames_per_sec: args.client_frames_per_sec,

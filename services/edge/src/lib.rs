@@ -7,6 +7,7 @@
 
 mod assets;
 pub mod config;
+mod deadline;
 mod dev;
 mod handshake;
 mod hub;

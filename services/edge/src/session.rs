@@ -4,11 +4,12 @@
 //! socket overflowing its queue, the token expiring, queued frames to write
 //! (coalesced into one flush), and frames from the client. Every frame the
 //! server sends goes through the outbox, so order is simply queue order.
+//!
+//! Every deadline holds while a write is pending, not only between writes
+//! (`deadline`): the stop signal, token expiry, two silent heartbeats and the
+//! write timeout.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
+    deadline::{Interrupted, Watch, unix_deadline},
     handshake::Admitted,
     hub::MemberId,
     metrics::{FrameKind, Metrics, Transport},
@@ -42,6 +44,10 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The same for a slow consumer, whose close waits behind a full socket.
 const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same for a socket that was dropped in the middle of a write (token
+/// expiry, silence, the write timeout): it is not reading, so its close frame
+/// would not get out anyway, and its deadline has passed already.
+const STUCK_CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Close code for "the node is going away, reconnect" (RFC 6455 "Service Restart").
 const CLOSE_SERVICE_RESTART: u16 = 1012;
 /// Close code for "message too big".
@@ -132,12 +138,19 @@ pub(crate) fn run(
         let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {
             Ok(()) => session.serve(sink, stream, receiver, &span).await,
-            Err(end) => Box::pin(finish(sink, None, end).instrument(span.clone())).await,
+            Err(end) => Box::pin(finish(sink, None, end, false).instrument(span.clone())).await,
         };
-        span.in_scope(|| {
-            session.leave_all();
-            tracing::debug!(closed = end, "Session ended.");
-        });
+        // Dropping the session leaves its channels (also if it panicked).
+        span.in_scope(|| tracing::debug!(closed = end, "Session ended."));
+    }
+}
+
+/// Leaving the channels on drop rather than after the last `await`: a
+/// session that panics is dropped too, and must not keep its channels (and
+/// the node's NATS subscriptions for them) for good.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.leave_all();
     }
 }
 
@@ -165,7 +178,13 @@ impl Session {
                 .join(channel, self.member, &self.outbox, true)
                 .await
             {
-                Ok(hw) => joined.push((channel.clone(), hw)),
+                Ok(hw) => {
+                    // Recorded at once, so whatever happens next leaves it.
+                    if let Some(namespace) = channel.as_namespace() {
+                        self.namespaces.push(namespace.clone());
+                    }
+                    joined.push((channel.clone(), hw));
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "Joining a channel failed.");
                     return Err(End::Close {
@@ -208,7 +227,6 @@ impl Session {
                 None => self.state.hub.finish_replay(&channel, self.member, hw),
             }
         }
-        self.namespaces = namespaces;
         for notice in notices {
             self.send(notice);
         }
@@ -222,6 +240,7 @@ impl Session {
         mut receiver: OutboxReceiver,
         span: &tracing::Span,
     ) -> bool {
+        let metrics = self.state.metrics.clone();
         // Created once and polled again and again: created per iteration, it
         // would take the token's lock and register (and unregister) a waiter
         // for every frame written.
@@ -229,20 +248,36 @@ impl Session {
         let stop_signal = stop.cancelled();
         tokio::pin!(stop_signal);
         let mut exp = self.claims.exp;
-        let expiry = sleep_until_unix(exp);
+        let mut expires_at = unix_deadline(exp);
+        let expiry = tokio::time::sleep_until(expires_at);
         tokio::pin!(expiry);
         let heartbeat_every = self.state.config.heartbeat;
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_heard = Instant::now();
+        let mut watch = Watch {
+            last_heard: Instant::now(),
+            held: None,
+            silence: heartbeat_every * 2,
+            write_timeout: self.state.config.write_timeout,
+        };
+        // Whether the session ended in the middle of a write.
+        let mut stuck = false;
         let end = loop {
             if self.claims.exp != exp {
                 // An `auth` frame moved the deadline.
                 exp = self.claims.exp;
-                expiry.as_mut().set(sleep_until_unix(exp));
+                expires_at = unix_deadline(exp);
+                expiry.as_mut().reset(expires_at);
             }
-            tokio::select! {
+            // A client frame read while a write was pending.
+            if let Some(message) = watch.held.take() {
+                if let Some(end) = self.on_message(message, watch.last_heard, span).await {
+                    break end;
+                }
+                continue;
+            }
+            let written = tokio::select! {
                 biased;
                 // Frames first: while a socket has frames queued, the cold
                 // branches are not polled at all. An overflow refuses every
@@ -250,59 +285,103 @@ impl Session {
                 // the overflow is seen once the queue is empty or a write
                 // blocks.
                 Some(frame) = receiver.recv() => {
-                    // A stuck write must not hide an overflow or a drain.
-                    tokio::select! {
-                        biased;
-                        written = write_batch(&mut sink, &mut receiver, frame, &self.state.metrics) => if written.is_err() { break End::Gone },
-                        () = &mut stop_signal => break self.stopped(&receiver),
+                    // The expiry branch may not be polled on a busy socket:
+                    // nothing is written once the token has expired.
+                    if Instant::now() >= expires_at {
+                        break token_expired(&metrics);
                     }
+                    let write = write_batch(&mut sink, &mut receiver, frame, &metrics, expires_at);
+                    watch.write(write, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
                 }
                 incoming = stream.next() => match incoming {
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                        last_heard = Instant::now();
-                        match self.limiter.check(last_heard) {
-                            Verdict::Allow => {}
-                            Verdict::Refuse => {
-                                let retry = self.limiter.retry_after();
-                                self.send(ServerFrame::Error {
-                                    code: ErrorCode::RateLimited,
-                                    message: format!("too many frames; frame dropped, retry in {} ms", retry.as_millis()),
-                                    r#ref: None,
-                                });
-                                continue;
-                            }
-                            Verdict::Close => break rate_limited(),
+                        watch.last_heard = Instant::now();
+                        if let Some(end) = self.on_message(message, watch.last_heard, span).await {
+                            break end;
                         }
-                        let Message::Text(text) = message else {
-                            self.send(ServerFrame::Error {
-                                code: ErrorCode::MalformedFrame,
-                                message: "frames are JSON text".into(),
-                                r#ref: None,
-                            });
-                            continue;
-                        };
-                        if let Some(end) = Box::pin(self.on_frame(&text).instrument(span.clone())).await { break end; }
+                        continue;
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        watch.last_heard = Instant::now();
+                        continue;
+                    }
                     Some(Ok(Message::Close(_))) | None => break End::Gone,
                     Some(Err(err)) => break read_error(err),
                 },
                 () = &mut stop_signal => break self.stopped(&receiver),
-                () = &mut expiry => break token_expired(&self.state.metrics),
+                () = &mut expiry => break token_expired(&metrics),
                 _ = heartbeat.tick() => {
                     // Silent for two intervals (no frame, no pong): the peer is gone.
-                    if last_heard.elapsed() >= heartbeat_every * 2 {
+                    if watch.last_heard.elapsed() >= watch.silence {
                         span.in_scope(|| tracing::debug!("Peer silent for two heartbeats; dropped."));
                         break End::Gone;
                     }
-                    tokio::select! {
-                        sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { break End::Gone },
-                        () = &mut stop_signal => break self.stopped(&receiver),
-                    }
+                    let ping = sink.send(Message::Ping(Default::default()));
+                    watch.write(ping, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
                 }
-            }
+            };
+            let Err(interrupted) = written else {
+                continue;
+            };
+            // Dropped mid-write by a deadline: the close gets a short bound.
+            // (A stop keeps its own: a slow consumer's close may still get out.)
+            stuck = matches!(
+                interrupted,
+                Interrupted::Expired | Interrupted::Silent | Interrupted::TimedOut
+            );
+            break match interrupted {
+                Interrupted::Failed => End::Gone,
+                Interrupted::Read(err) => read_error(err),
+                Interrupted::Stop => self.stopped(&receiver),
+                Interrupted::Expired => token_expired(&metrics),
+                Interrupted::Silent => {
+                    span.in_scope(|| {
+                        tracing::debug!("Peer silent for two heartbeats during a write; dropped.");
+                    });
+                    End::Gone
+                }
+                Interrupted::TimedOut => {
+                    span.in_scope(|| tracing::debug!("A write timed out; dropped."));
+                    slow_consumer(&metrics)
+                }
+            };
         };
-        Box::pin(finish(sink, Some(stream), end).instrument(span.clone())).await
+        Box::pin(finish(sink, Some(stream), end, stuck).instrument(span.clone())).await
+    }
+
+    /// Handles a text or binary frame from the client, read at `at`; `Some`
+    /// ends the session.
+    async fn on_message(
+        &mut self,
+        message: Message,
+        at: Instant,
+        span: &tracing::Span,
+    ) -> Option<End> {
+        match self.limiter.check(at) {
+            Verdict::Allow => {}
+            Verdict::Refuse => {
+                let retry = self.limiter.retry_after();
+                self.send(ServerFrame::Error {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "too many frames; frame dropped, retry in {} ms",
+                        retry.as_millis()
+                    ),
+                    r#ref: None,
+                });
+                return None;
+            }
+            Verdict::Close => return Some(rate_limited()),
+        }
+        let Message::Text(text) = message else {
+            self.send(ServerFrame::Error {
+                code: ErrorCode::MalformedFrame,
+                message: "frames are JSON text".into(),
+                r#ref: None,
+            });
+            return None;
+        };
+        Box::pin(self.on_frame(&text).instrument(span.clone())).await
     }
 
     /// Why `stop` was cancelled: an overflow, the node draining, or else a
@@ -494,18 +573,25 @@ impl Session {
     }
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once;
-/// once flushed, reports the written frames to the metrics.
+/// Writes `first` and whatever else is already queued (but nothing once
+/// `until` has passed: the token's expiry), then flushes once; once flushed,
+/// reports the written frames to the metrics.
 async fn write_batch(
     sink: &mut Sink,
     receiver: &mut OutboxReceiver,
     first: Queued,
     metrics: &Metrics,
+    until: Instant,
 ) -> Result<(), axum::Error> {
     let mut n_bytes = first.text.len();
     let mut kinds: Vec<FrameKind> = vec![first.kind];
     sink.feed(Message::Text(first.text)).await?;
     while n_bytes < MAX_BATCH_BYTES {
+        // A `feed` above may have waited: what was queued since must not
+        // follow if the token expired meanwhile.
+        if Instant::now() >= until {
+            break;
+        }
         let Some(next) = receiver.try_recv() else {
             break;
         };
@@ -522,13 +608,21 @@ async fn write_batch(
 }
 
 /// Sends the last frame and the close frame, then waits for the peer's close
-/// reply (the closing handshake), all bounded in time. `true` if a close was sent.
-async fn finish(mut sink: Sink, stream: Option<SplitStream<WebSocket>>, end: End) -> bool {
+/// reply (the closing handshake), all bounded in time, and shortest for a
+/// socket that was `stuck` in a write. `true` if a close was sent.
+async fn finish(
+    mut sink: Sink,
+    stream: Option<SplitStream<WebSocket>>,
+    end: End,
+    stuck: bool,
+) -> bool {
     let End::Close { code, reason, last } = end else {
         return false;
     };
     // A slow consumer's socket is full: give its close frame longer to get out.
-    let bound = if code == ErrorCode::SlowConsumer.close_code().unwrap_or_default() {
+    let bound = if stuck {
+        STUCK_CLOSE_TIMEOUT
+    } else if code == ErrorCode::SlowConsumer.close_code().unwrap_or_default() {
         SLOW_CLOSE_TIMEOUT
     } else {
         CLOSE_TIMEOUT
@@ -623,13 +717,4 @@ fn read_error(err: axum::Error) -> End {
     } else {
         End::Gone
     }
-}
-
-/// Sleeps until the Unix time `exp` (seconds).
-pub(crate) fn sleep_until_unix(exp: u64) -> tokio::time::Sleep {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let left = Duration::from_secs(exp).saturating_sub(now);
-    tokio::time::sleep_until(Instant::now() + left)
 }

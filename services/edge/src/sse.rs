@@ -14,13 +14,17 @@
 //! later seq of another channel would skip it for good. Per-channel seqs make
 //! that impossible.
 //!
+//! The deadlines hold while a write is pending, as on a WebSocket: a stream
+//! whose body is not being read still ends at the token's `exp` (or after
+//! the write timeout), and nothing is written to it after `exp`.
+//!
 //! Failures are `error` frames followed by the end of the stream (SSE has no
 //! close codes): a client tells a refusal (`MISSING_TOKEN`, `INVALID_TOKEN`,
 //! `EXPIRED_TOKEN`, `FORBIDDEN_NAMESPACE`: do not retry as is) from a
 //! transient end (`SLOW_CONSUMER`, `NATS_UNAVAILABLE`, a `reconnect` frame, or
 //! no frame at all: reconnect with `Last-Event-ID`) by the last frame's code.
 
-use std::{collections::HashMap, convert::Infallible, time::Duration};
+use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     extract::{Query, State},
@@ -33,12 +37,15 @@ use axum::{
 use futures_util::stream;
 use herald_shared::{channel::Channel, error_code::ErrorCode, frames::ServerFrame};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::{
+    sync::mpsc::{self, error::TrySendError},
+    time::Instant,
+};
 use tracing::Instrument;
 
 use crate::{
     handshake::{Admitted, admit, refuse_before_upgrade},
-    hub::MemberId,
+    hub::{Hub, MemberId},
     metrics::Transport,
     outbox::{OutboxReceiver, outbox},
     replay::{Cursor, Replay},
@@ -109,6 +116,12 @@ async fn run(
         tokio_util::sync::CancellationToken::new(),
     );
     let span = tracing::info_span!("sse", user = %admitted.user);
+    // Leaves every channel when the session ends, however it ends.
+    let _joined = Joined {
+        hub: state.hub.clone(),
+        channels: channels.clone(),
+        member,
+    };
 
     let mut notices = admitted.notices;
     let resume = match last_event_id
@@ -138,7 +151,6 @@ async fn run(
                 tracing::warn!(parent: &span, error = %err, "Joining a channel failed.");
                 let frame = error(ErrorCode::NatsUnavailable, "retry");
                 let _ = events.send(frame_event(&frame)).await;
-                leave_all(&state, &channels, member);
                 return;
             }
         }
@@ -204,7 +216,7 @@ async fn run(
         cursors,
         epoch: state.epoch.to_string(),
     };
-    let last = stream
+    let (last, stuck) = stream
         .serve(&state, &mut receiver, admitted.claims.exp, &replay_failed)
         .instrument(span)
         .await;
@@ -216,13 +228,32 @@ async fn run(
         }
     }
     if let Some(frame) = last {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            stream.events.send(frame_event(&frame)),
-        )
-        .await;
+        if stuck {
+            // Not being read, and past its deadline: no waiting for room.
+            let _ = stream.events.try_send(frame_event(&frame));
+        } else {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                stream.events.send(frame_event(&frame)),
+            )
+            .await;
+        }
     }
-    leave_all(&state, &stream.channels, member);
+}
+
+/// The channels a stream joined, left on drop: also if the session panics.
+struct Joined {
+    hub: Arc<Hub>,
+    channels: Vec<Channel>,
+    member: MemberId,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            self.hub.leave(channel, self.member);
+        }
+    }
 }
 
 struct Stream {
@@ -234,36 +265,73 @@ struct Stream {
 }
 
 impl Stream {
-    /// Writes frames until the stream must end; returns its last frame, if any.
+    /// Writes frames until the stream must end; returns its last frame, if
+    /// any, and whether it ended in the middle of a write.
     async fn serve(
         &mut self,
         state: &AppState,
         receiver: &mut OutboxReceiver,
         exp: u64,
         replay_failed: &tokio_util::sync::CancellationToken,
-    ) -> Option<ServerFrame> {
+    ) -> (Option<ServerFrame>, bool) {
         let overflowed = receiver.overflowed().clone();
-        let expiry = crate::session::sleep_until_unix(exp);
+        let expires_at = crate::deadline::unix_deadline(exp);
+        let expiry = tokio::time::sleep_until(expires_at);
         tokio::pin!(expiry);
+        let draining = || ServerFrame::Reconnect {
+            reason: "draining".into(),
+        };
+        let slow = || {
+            error(
+                ErrorCode::SlowConsumer,
+                "the stream read too slowly; reconnect with Last-Event-ID",
+            )
+        };
+        let failed = || {
+            error(
+                ErrorCode::NatsUnavailable,
+                "the history could not be read; reconnect with Last-Event-ID",
+            )
+        };
+        let expired = || {
+            error(
+                ErrorCode::ExpiredToken,
+                "the token expired; reconnect with a fresh one",
+            )
+        };
         loop {
             tokio::select! {
                 biased;
-                () = state.draining.cancelled() => return Some(ServerFrame::Reconnect { reason: "draining".into() }),
-                () = overflowed.cancelled() => return Some(error(ErrorCode::SlowConsumer, "the stream read too slowly; reconnect with Last-Event-ID")),
-                () = replay_failed.cancelled() => return Some(error(ErrorCode::NatsUnavailable, "the history could not be read; reconnect with Last-Event-ID")),
-                () = &mut expiry => return Some(error(ErrorCode::ExpiredToken, "the token expired; reconnect with a fresh one")),
-                () = self.events.closed() => return None,
+                () = state.draining.cancelled() => return (Some(draining()), false),
+                () = overflowed.cancelled() => return (Some(slow()), false),
+                () = replay_failed.cancelled() => return (Some(failed()), false),
+                () = &mut expiry => return (Some(expired()), false),
+                () = self.events.closed() => return (None, false),
                 Some(frame) = receiver.recv() => {
+                    // The timer may lag behind the clock: nothing is written
+                    // once the token has expired.
+                    if Instant::now() >= expires_at {
+                        return (Some(expired()), false);
+                    }
                     let len = frame.text.len();
                     let event = self.event_for(&frame.text);
-                    let sent = tokio::select! {
-                        sent = self.events.send(event) => sent.is_ok(),
-                        () = overflowed.cancelled() => return Some(error(ErrorCode::SlowConsumer, "the stream read too slowly; reconnect with Last-Event-ID")),
-                        () = state.draining.cancelled() => return Some(ServerFrame::Reconnect { reason: "draining".into() }),
+                    let sent = match self.events.try_send(event) {
+                        Ok(()) => true,
+                        Err(TrySendError::Closed(_)) => false,
+                        // The body is not being read: wait, within every deadline.
+                        Err(TrySendError::Full(event)) => tokio::select! {
+                            biased;
+                            sent = self.events.send(event) => sent.is_ok(),
+                            () = state.draining.cancelled() => return (Some(draining()), false),
+                            () = overflowed.cancelled() => return (Some(slow()), false),
+                            () = replay_failed.cancelled() => return (Some(failed()), false),
+                            () = &mut expiry => return (Some(expired()), true),
+                            () = tokio::time::sleep(state.config.write_timeout) => return (Some(slow()), true),
+                        },
                     };
                     receiver.release(len);
                     if !sent {
-                        return None;
+                        return (None, false);
                     }
                     state.metrics.frames_written([frame.kind]);
                 }
@@ -323,12 +391,6 @@ fn error(code: ErrorCode, message: &str) -> ServerFrame {
         code,
         message: message.into(),
         r#ref: None,
-    }
-}
-
-fn leave_all(state: &AppState, channels: &[Channel], member: MemberId) {
-    for channel in channels {
-        state.hub.leave(channel, member);
     }
 }
 
