@@ -14,6 +14,7 @@ mod ingest_nats;
 mod metrics;
 mod production;
 mod publish_http;
+mod replay_bounds;
 mod resume;
 mod schemas;
 mod sse;

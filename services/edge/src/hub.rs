@@ -122,13 +122,17 @@ pub(crate) struct JoinError {
 // === impl Hub ===
 
 impl Hub {
+    /// `nats` carries the live subscriptions; `reader` reads the stream,
+    /// on a connection of its own so a burst of history cannot get the live
+    /// one cut off as a slow consumer.
     pub(crate) fn new(
         nats: async_nats::Client,
+        reader: StreamReader,
         reconcile: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            reader: StreamReader::new(nats.clone()),
+            reader,
             nats,
             channels: Mutex::default(),
             next_member: AtomicU64::new(1),

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, hub::Hub, metrics::Metrics};
+use crate::{config::Config, hub::Hub, metrics::Metrics, stream_reader::StreamReader};
 
 /// Cheap to clone: every field is a handle.
 #[derive(Debug, Clone)]
@@ -22,19 +22,28 @@ pub(crate) struct AppState {
     pub(crate) sessions: TaskTracker,
     /// Cancelled when the node starts draining.
     pub(crate) draining: CancellationToken,
+    /// Turns at reading a replay page: `--replay-concurrency` at once,
+    /// handed out in arrival order (tokio's semaphore is fair), one page per
+    /// turn, so every resuming socket advances and together they never have
+    /// more than concurrency × `--replay-page-bytes` in flight.
+    pub(crate) replay_reads: Arc<Semaphore>,
 }
 
 impl AppState {
+    /// `nats` holds the live subscriptions, `history` reads the stream.
     pub(crate) fn new(
         config: Config,
         nats: async_nats::Client,
+        history: async_nats::Client,
         epoch: String,
         reconcile: Arc<Notify>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
+        let reader = StreamReader::new(history, config.replay_page_bytes);
         Self {
+            replay_reads: Arc::new(Semaphore::new(config.replay_concurrency)),
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(nats.clone(), reconcile, metrics.clone())),
+            hub: Arc::new(Hub::new(nats.clone(), reader, reconcile, metrics.clone())),
             metrics,
             nats,
             epoch: epoch.into(),

@@ -7,6 +7,13 @@
 //! over core NATS: the request goes out with a fresh inbox as its reply
 //! subject and the replies are read until the end-of-batch marker (`204 EOB`).
 //! No consumer is created, so nothing is held on the server per client.
+//!
+//! Every page is bounded in bytes as well as in messages (`max_bytes`): the
+//! server answers a batch inline, as fast as it can read its store, and what
+//! the edge has not read yet counts against the connection's `max_pending`
+//! (64 MiB by default) past which the server cuts it off. The edge reads
+//! history on a NATS connection of its own, so even that would not cut live
+//! delivery; replays also take turns for pages (see `replay`).
 
 use std::{
     collections::HashMap,
@@ -24,11 +31,12 @@ use serde_json::json;
 
 use crate::metrics::parse_time_stamp;
 
-/// Messages per batch request.
+/// Messages per batch request (a page is also bounded in bytes).
 const PAGE_SIZE: usize = 256;
 /// `multi_last` refuses requests matching more subjects than this.
 const MULTI_LAST_MAX_SUBJECTS: usize = 1024;
-/// How long one reply may take.
+/// How long one reply may take; also bounds handing the request to the
+/// client (which waits while it reconnects).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const NUM_PENDING: &str = "Nats-Num-Pending";
 
@@ -60,6 +68,8 @@ pub(crate) enum ReadError {
 pub(crate) struct StreamReader {
     nats: async_nats::Client,
     api_subject: String,
+    /// `max_bytes` of a page.
+    page_bytes: usize,
 }
 
 /// Walks one subject's messages in `(after, upto]`, a page at a time.
@@ -74,10 +84,12 @@ pub(crate) struct Range {
 // === impl StreamReader ===
 
 impl StreamReader {
-    pub(crate) fn new(nats: async_nats::Client) -> Self {
+    /// Reads over `nats`, at most `page_bytes` per page (but at least one message).
+    pub(crate) fn new(nats: async_nats::Client, page_bytes: usize) -> Self {
         Self {
             nats,
             api_subject: direct_get_subject(NOTIFY_STREAM).into(),
+            page_bytes,
         }
     }
 
@@ -103,21 +115,39 @@ impl StreamReader {
         Ok(messages.first().map(|m| m.seq))
     }
 
+    /// The stream's last seq (0 when it never stored anything). Through the
+    /// JetStream API, not direct get: for the rare cursor past everything the
+    /// stream still holds.
+    pub(crate) async fn last_seq(&self) -> Result<u64, ReadError> {
+        let jetstream = async_nats::jetstream::new(self.nats.clone());
+        let info = async {
+            let stream = jetstream.get_stream(NOTIFY_STREAM).await?;
+            Ok::<_, async_nats::Error>(stream.cached_info().state.last_sequence)
+        };
+        tokio::time::timeout(REPLY_TIMEOUT, info)
+            .await
+            .map_err(|_| ReadError::TimedOut)?
+            .map_err(ReadError::Nats)
+    }
+
     /// One batch request: the messages, and whether more match after them.
+    /// Every await is bounded: a read either answers or fails.
     async fn batch(
         &self,
         request: &serde_json::Value,
     ) -> Result<(Vec<StoredMessage>, bool), ReadError> {
         let inbox = self.nats.new_inbox();
-        let mut replies = self
-            .nats
-            .subscribe(inbox.clone())
+        let mut replies = tokio::time::timeout(REPLY_TIMEOUT, self.nats.subscribe(inbox.clone()))
             .await
+            .map_err(|_| ReadError::TimedOut)?
             .map_err(|e| ReadError::Nats(e.into()))?;
         let body = serde_json::to_vec(request).expect("a JSON request").into();
-        self.nats
-            .publish_with_reply(self.api_subject.clone(), inbox, body)
+        let publish = self
+            .nats
+            .publish_with_reply(self.api_subject.clone(), inbox, body);
+        tokio::time::timeout(REPLY_TIMEOUT, publish)
             .await
+            .map_err(|_| ReadError::TimedOut)?
             .map_err(|e| ReadError::Nats(e.into()))?;
         let mut messages = Vec::new();
         loop {
@@ -197,8 +227,18 @@ impl Range {
         if self.done {
             return Ok(None);
         }
-        let request = json!({ "seq": self.next, "batch": PAGE_SIZE, "next_by_subj": self.subject });
-        let (mut page, more) = reader.batch(&request).await?;
+        let request = json!({
+            "seq": self.next,
+            "batch": PAGE_SIZE,
+            "max_bytes": reader.page_bytes,
+            "next_by_subj": self.subject,
+        });
+        let (mut page, mut more) = reader.batch(&request).await?;
+        if page.is_empty() && more {
+            // One notification larger than a page: read it alone.
+            let request = json!({ "seq": self.next, "batch": 1, "next_by_subj": self.subject });
+            (page, more) = reader.batch(&request).await?;
+        }
         if let Some(last) = page.last() {
             self.next = last.seq + 1;
         }
