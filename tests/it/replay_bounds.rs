@@ -30,6 +30,18 @@ fn big_event(id: &str, users: &[&str], namespaces: &[&str], n_attendees: usize) 
     body
 }
 
+/// `VmHWM` and `VmRSS` of this process (the edge runs in it), for the
+/// report printed by the tests; not asserted.
+fn memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with("VmHWM") || line.starts_with("VmRSS"))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The edge's `/metrics` base URL.
 fn metrics_url(edge: &TestEdge) -> String {
     format!("http://{}", edge.addr)
@@ -151,7 +163,8 @@ async fn a_resume_storm_completes_for_every_client_and_never_cuts_the_edge_off_n
         .max()
         .unwrap_or_default();
     eprintln!(
-        "resume storm: {n_completed}/{N_CLIENTS} clients completed, nats-server slow_consumers {slow_consumers}, worst live latency {worst:?}, failures {failures:?}"
+        "resume storm: {n_completed}/{N_CLIENTS} clients completed, nats-server slow_consumers {slow_consumers}, worst live latency {worst:?}, test process {}, failures {failures:?}",
+        memory()
     );
     assert_eq!(n_completed, N_CLIENTS, "failures: {failures:?}");
     assert_eq!(
@@ -341,6 +354,7 @@ async fn twenty_thousand_subscribe_with_since_and_unsubscribe_pairs_leave_no_rep
     ));
     let (_anchor, _) = WsClient::connect_welcomed(&anchor_url).await;
 
+    let memory_before = memory();
     let sockets: Vec<_> = (0..N_SOCKETS)
         .map(|i| {
             let url = edge.ws_url(&format!(
@@ -376,16 +390,21 @@ async fn twenty_thousand_subscribe_with_since_and_unsubscribe_pairs_leave_no_rep
                         }
                     }
                 }
-                client.close().await;
+                // Kept open: a session's leak lasts as long as its socket.
+                client
             }))
         })
         .collect();
+    let mut clients = Vec::new();
     let mut most_running = 0.0f64;
     for socket in sockets {
         let mut socket = std::pin::pin!(socket);
         loop {
             tokio::select! {
-                done = &mut socket => { done.unwrap().expect("2,000 pairs within 60 s"); break; }
+                done = &mut socket => {
+                    clients.push(done.unwrap().expect("2,000 pairs within 60 s"));
+                    break;
+                }
                 () = tokio::time::sleep(Duration::from_millis(200)) => {
                     let running = scrape(&metrics_url(&edge)).await.sum("herald_edge_replays_running", &[]);
                     most_running = most_running.max(running);
@@ -393,7 +412,13 @@ async fn twenty_thousand_subscribe_with_since_and_unsubscribe_pairs_leave_no_rep
             }
         }
     }
-    eprintln!("20,000 pairs: at most {most_running} replays running at a scrape");
+    eprintln!(
+        "20,000 pairs: at most {most_running} replays running at a scrape; test process before {memory_before}, after {}",
+        memory()
+    );
+    for client in clients {
+        client.close().await;
+    }
     assert!(
         most_running <= (N_SOCKETS + 1) as f64,
         "{most_running} replays running for {N_SOCKETS} sockets"
