@@ -200,6 +200,29 @@ async fn a_replayed_event_larger_than_half_the_queue_is_still_delivered() {
     }
 }
 
+/// A page bound smaller than one notification still replays everything, a
+/// notification at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_bound_below_one_notification_still_replays_everything_in_order() {
+    let nats = NatsServer::start();
+    let _publisher = TestPublisher::spawn(&nats).await;
+    let edge = TestEdge::spawn_with(herald_edge::Config {
+        replay_page_bytes: 1024,
+        ..edge_config(&nats, "edge-a")
+    })
+    .await;
+    let mut seqs = store_many(&nats, &big_event("big", &["u1"], &[], 100), 3).await;
+    seqs.extend(store_many(&nats, &calendar_event("small", &["u1"], &[]), 5).await);
+    let url = edge.ws_url(&format!("token={}&since=0", user_token("u1", &[])));
+    let (mut client, _) = WsClient::connect_welcomed(&url).await;
+    for want in seqs {
+        let ServerFrame::Event { seq, .. } = client.next_event().await else {
+            unreachable!()
+        };
+        assert_eq!(seq, want);
+    }
+}
+
 /// Item 8: when retention has removed every notification of a channel, a
 /// cursor below them must still hear `history_truncated`: the channel's last
 /// seq reads as 0 then, and the replay used to return as if nothing was due.

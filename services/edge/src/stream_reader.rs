@@ -233,17 +233,21 @@ impl Range {
             "max_bytes": reader.page_bytes,
             "next_by_subj": self.subject,
         });
-        let (mut page, mut more) = reader.batch(&request).await?;
+        let (mut page, more) = reader.batch(&request).await?;
         if page.is_empty() && more {
             // One notification larger than a page: read it alone.
             let request = json!({ "seq": self.next, "batch": 1, "next_by_subj": self.subject });
-            (page, more) = reader.batch(&request).await?;
+            page = reader.batch(&request).await?.0;
         }
         if let Some(last) = page.last() {
             self.next = last.seq + 1;
         }
         page.retain(|m| m.seq <= self.upto);
-        self.done = !more || self.next > self.upto || page.is_empty();
+        // Done once past `upto` or when nothing more is found, never on the
+        // batch's word alone: under a storm a page came back cut short with
+        // nothing said to be pending, and the replay ended there, silently
+        // skipping the rest (the stall of issue 10, item 9).
+        self.done = self.next > self.upto || page.is_empty();
         Ok(if page.is_empty() { None } else { Some(page) })
     }
 }
