@@ -20,7 +20,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use async_nats::header::{NATS_SEQUENCE, NATS_SUBJECT, NATS_TIME_STAMP};
+use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_SUBJECT, NATS_TIME_STAMP};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_shared::{
@@ -39,6 +39,8 @@ const MULTI_LAST_MAX_SUBJECTS: usize = 1024;
 /// client (which waits while it reconnects).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const NUM_PENDING: &str = "Nats-Num-Pending";
+/// How often a page that came back with a hole is asked for again.
+const PAGE_ATTEMPTS: u32 = 3;
 
 /// One stored notification.
 #[derive(Debug, Clone)]
@@ -61,6 +63,17 @@ pub(crate) enum ReadError {
     Status { status: u16, description: String },
     #[error("a reply without Nats-Sequence or Nats-Subject")]
     Malformed,
+    /// Replies of one batch went missing: the connection was cut off and
+    /// came back mid-batch, so the rest (and the end-of-batch) arrived on
+    /// the new one.
+    #[error(
+        "a batch arrived with a hole: after seq {after}, seq {next} said its previous was {previous}"
+    )]
+    Incomplete {
+        after: u64,
+        previous: u64,
+        next: u64,
+    },
 }
 
 /// Reads the notification stream; cheap to clone.
@@ -149,7 +162,21 @@ impl StreamReader {
             .await
             .map_err(|_| ReadError::TimedOut)?
             .map_err(|e| ReadError::Nats(e.into()))?;
-        let mut messages = Vec::new();
+        let mut messages: Vec<StoredMessage> = Vec::new();
+        // In a batch every reply's Nats-Last-Sequence is the seq of the one
+        // before it (0 for the first), and the end-of-batch's is the last:
+        // a reply that does not follow on means some were lost.
+        let follows_on = |messages: &[StoredMessage], previous: Option<u64>, next: u64| {
+            let after = messages.last().map_or(0, |m| m.seq);
+            match previous {
+                Some(previous) if previous != after => Err(ReadError::Incomplete {
+                    after,
+                    previous,
+                    next,
+                }),
+                _ => Ok(()),
+            }
+        };
         loop {
             let reply = tokio::time::timeout(REPLY_TIMEOUT, replies.next())
                 .await
@@ -165,6 +192,8 @@ impl StreamReader {
             match reply.status.map(|s| s.as_u16()) {
                 // End of batch; Nats-Num-Pending counts what matched but did not fit.
                 Some(204) => {
+                    let previous = header(NATS_LAST_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
+                    follows_on(&messages, previous, 0)?;
                     let pending = header(NUM_PENDING)
                         .and_then(|v| v.parse::<u64>().ok())
                         .unwrap_or(0);
@@ -188,6 +217,11 @@ impl StreamReader {
                     // A server older than 2.11 ignores `batch` and sends one message without
                     // Nats-Num-Pending and no EOB: take it as a page of one.
                     let batched = header(NUM_PENDING).is_some();
+                    if batched {
+                        let previous =
+                            header(NATS_LAST_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
+                        follows_on(&messages, previous, seq)?;
+                    }
                     let stored_at = header(NATS_TIME_STAMP.as_ref())
                         .as_deref()
                         .and_then(parse_time_stamp);
@@ -233,7 +267,16 @@ impl Range {
             "max_bytes": reader.page_bytes,
             "next_by_subj": self.subject,
         });
-        let (mut page, more) = reader.batch(&request).await?;
+        let mut attempt = 1;
+        let (mut page, more) = loop {
+            match reader.batch(&request).await {
+                Err(err @ ReadError::Incomplete { .. }) if attempt < PAGE_ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "Page read with a hole; reading it again.");
+                    attempt += 1;
+                }
+                read => break read?,
+            }
+        };
         if page.is_empty() && more {
             // One notification larger than a page: read it alone.
             let request = json!({ "seq": self.next, "batch": 1, "next_by_subj": self.subject });
