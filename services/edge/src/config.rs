@@ -59,11 +59,11 @@ pub struct Args {
     /// `max_bytes`); a page holds at least one notification whatever its size.
     #[arg(long, env = "HERALD_REPLAY_PAGE_BYTES", default_value_t = 512 * 1024)]
     pub replay_page_bytes: usize,
-    /// Replay pages read from the stream at once, node-wide; further replays
-    /// queue in arrival order (a page at a time, so sockets take turns).
-    /// Times `--replay-page-bytes`, this bounds what replay reads can have in
-    /// flight on the history connection: keep it well under nats-server's
-    /// `max_pending` (64 MiB by default).
+    /// Reads of the stream in flight at once, node-wide (replay pages, gap
+    /// repairs, reconcile passes); more queue in arrival order, a page per
+    /// turn, so resuming sockets take turns. Times `--replay-page-bytes`,
+    /// this bounds what the history connection can have in flight: keep it
+    /// well under nats-server's `max_pending` (64 MiB by default).
     #[arg(long, env = "HERALD_REPLAY_CONCURRENCY", default_value_t = 8)]
     pub replay_concurrency: usize,
     /// Most sockets this edge holds; past it upgrades get HTTP 503 (0: no limit).
@@ -103,7 +103,7 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Most bytes one replay page reads (at least one notification).
     pub replay_page_bytes: usize,
-    /// Replay pages read at once, node-wide (at least 1).
+    /// Reads of the stream in flight at once, node-wide (at least 1).
     pub replay_concurrency: usize,
     /// `--dev`: also serve the demo page, `GET /dev/config` and, with a
     /// `dev_secret`, `GET /dev/token`, which mints tokens for anyone who asks.

@@ -14,9 +14,9 @@
 //!
 //! Bounded: a page is at most `--replay-page-bytes` (one notification at
 //! least), and each page read waits its turn among at most
-//! `--replay-concurrency` node-wide (`AppState::replay_reads`, first come
-//! first served, a turn per page so every resuming socket advances). A page
-//! is queued on the socket only as fast as the socket drains it. A replay
+//! `--replay-concurrency` reads node-wide (`StreamReader`, first come first
+//! served, a turn per page so every resuming socket advances). A page is
+//! queued on the socket only as fast as the socket drains it. A replay
 //! ends in one of three ways: it finishes (and hands over to live), it fails
 //! (the session ends with an error frame and a close), or its socket stops
 //! wanting it (`Replays::stop`, the socket's end).
@@ -99,10 +99,7 @@ impl Replay {
             .as_deref()
             .is_some_and(|epoch| epoch != &*self.state.epoch)
         {
-            let first_seq = {
-                let _turn = self.turn().await;
-                reader.first_seq_from(1).await?
-            };
+            let first_seq = reader.first_seq_from(1).await?;
             self.send(ServerFrame::HistoryTruncated {
                 channel: self.channel.clone(),
                 first_seq: first_seq.unwrap_or(self.upto + 1),
@@ -126,14 +123,9 @@ impl Replay {
         }
         let mut n_replayed = 0;
         let mut range = Range::new(stored_subject(&self.channel).into(), since, self.upto);
-        loop {
-            // One page per turn: the turn is given back before the page is
-            // queued on the socket, which may take a while.
-            let page = {
-                let _turn = self.turn().await;
-                range.next_page(reader).await?
-            };
-            let Some(page) = page else { break };
+        // Each page read takes a turn at the reader and gives it back before
+        // the page is queued on the socket, which may take a while.
+        while let Some(page) = range.next_page(reader).await? {
             for message in page {
                 let Some(frame) = encode_event_frame(&self.channel, message.seq, &message.payload)
                 else {
@@ -161,7 +153,6 @@ impl Replay {
     /// whole iff the stream never went past `since`.
     async fn truncated_after(&self, since: u64) -> Result<Option<u64>, ReadError> {
         let reader = self.state.hub.reader();
-        let _turn = self.turn().await;
         match reader.first_seq_from(since).await? {
             Some(first_seq) => Ok((first_seq > since + 1).then_some(first_seq)),
             None => {
@@ -169,15 +160,6 @@ impl Replay {
                 Ok((since < last_seq).then_some(last_seq + 1))
             }
         }
-    }
-
-    /// Waits for a turn at reading the stream.
-    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.state
-            .replay_reads
-            .acquire()
-            .await
-            .expect("the replay semaphore is never closed")
     }
 
     fn send(&self, frame: ServerFrame) {

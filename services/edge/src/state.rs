@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -22,11 +22,6 @@ pub(crate) struct AppState {
     pub(crate) sessions: TaskTracker,
     /// Cancelled when the node starts draining.
     pub(crate) draining: CancellationToken,
-    /// Turns at reading a replay page: `--replay-concurrency` at once,
-    /// handed out in arrival order (tokio's semaphore is fair), one page per
-    /// turn, so every resuming socket advances and together they never have
-    /// more than concurrency × `--replay-page-bytes` in flight.
-    pub(crate) replay_reads: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -39,9 +34,9 @@ impl AppState {
         reconcile: Arc<Notify>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let reader = StreamReader::new(history, config.replay_page_bytes);
+        let reader =
+            StreamReader::new(history, config.replay_page_bytes, config.replay_concurrency);
         Self {
-            replay_reads: Arc::new(Semaphore::new(config.replay_concurrency)),
             config: Arc::new(config),
             hub: Arc::new(Hub::new(nats.clone(), reader, reconcile, metrics.clone())),
             metrics,

@@ -13,10 +13,12 @@
 //! the edge has not read yet counts against the connection's `max_pending`
 //! (64 MiB by default) past which the server cuts it off. The edge reads
 //! history on a NATS connection of its own, so even that would not cut live
-//! delivery; replays also take turns for pages (see `replay`).
+//! delivery. Requests take turns (`--replay-concurrency` at once), so what
+//! is in flight stays a few MiB whatever the number of replays and repairs.
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -28,13 +30,16 @@ use herald_shared::{
     subject::{NOTIFY_SUBJECTS, direct_get_subject},
 };
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::metrics::parse_time_stamp;
 
 /// Messages per batch request (a page is also bounded in bytes).
 const PAGE_SIZE: usize = 256;
-/// `multi_last` refuses requests matching more subjects than this.
-const MULTI_LAST_MAX_SUBJECTS: usize = 1024;
+/// Subjects per `multi_last` request: nats-server refuses more than 1024, and
+/// each answer is a whole notification (up to 64 KiB), so fewer keep one
+/// answer to a few MiB.
+const MULTI_LAST_SUBJECTS: usize = 64;
 /// How long one reply may take; also bounds handing the request to the
 /// client (which waits while it reconnects).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,6 +88,12 @@ pub(crate) struct StreamReader {
     api_subject: String,
     /// `max_bytes` of a page.
     page_bytes: usize,
+    /// Turns at reading: every request holds one until its last reply, so
+    /// at most this many are in flight on the connection, each bounded in
+    /// bytes. Handed out in arrival order (tokio's semaphore is fair), so
+    /// replays of many sockets advance a page each in turn, and a gap
+    /// repair waits behind at most one page per turn.
+    turns: Arc<Semaphore>,
 }
 
 /// Walks one subject's messages in `(after, upto]`, a page at a time.
@@ -97,12 +108,14 @@ pub(crate) struct Range {
 // === impl StreamReader ===
 
 impl StreamReader {
-    /// Reads over `nats`, at most `page_bytes` per page (but at least one message).
-    pub(crate) fn new(nats: async_nats::Client, page_bytes: usize) -> Self {
+    /// Reads over `nats`, at most `page_bytes` per page (but at least one
+    /// message), at most `concurrency` requests at once.
+    pub(crate) fn new(nats: async_nats::Client, page_bytes: usize, concurrency: usize) -> Self {
         Self {
             nats,
             api_subject: direct_get_subject(NOTIFY_STREAM).into(),
             page_bytes,
+            turns: Arc::new(Semaphore::new(concurrency.max(1))),
         }
     }
 
@@ -112,7 +125,7 @@ impl StreamReader {
         subjects: &[String],
     ) -> Result<HashMap<String, u64>, ReadError> {
         let mut lasts = HashMap::with_capacity(subjects.len());
-        for chunk in subjects.chunks(MULTI_LAST_MAX_SUBJECTS) {
+        for chunk in subjects.chunks(MULTI_LAST_SUBJECTS) {
             let request = json!({ "multi_last": chunk, "batch": chunk.len() });
             let (messages, _) = self.batch(&request).await?;
             lasts.extend(messages.into_iter().map(|m| (m.subject, m.seq)));
@@ -149,6 +162,11 @@ impl StreamReader {
         &self,
         request: &serde_json::Value,
     ) -> Result<(Vec<StoredMessage>, bool), ReadError> {
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .expect("the read semaphore is never closed");
         let inbox = self.nats.new_inbox();
         let mut replies = tokio::time::timeout(REPLY_TIMEOUT, self.nats.subscribe(inbox.clone()))
             .await
@@ -163,20 +181,6 @@ impl StreamReader {
             .map_err(|_| ReadError::TimedOut)?
             .map_err(|e| ReadError::Nats(e.into()))?;
         let mut messages: Vec<StoredMessage> = Vec::new();
-        // In a batch every reply's Nats-Last-Sequence is the seq of the one
-        // before it (0 for the first), and the end-of-batch's is the last:
-        // a reply that does not follow on means some were lost.
-        let follows_on = |messages: &[StoredMessage], previous: Option<u64>, next: u64| {
-            let after = messages.last().map_or(0, |m| m.seq);
-            match previous {
-                Some(previous) if previous != after => Err(ReadError::Incomplete {
-                    after,
-                    previous,
-                    next,
-                }),
-                _ => Ok(()),
-            }
-        };
         loop {
             let reply = tokio::time::timeout(REPLY_TIMEOUT, replies.next())
                 .await
@@ -193,7 +197,7 @@ impl StreamReader {
                 // End of batch; Nats-Num-Pending counts what matched but did not fit.
                 Some(204) => {
                     let previous = header(NATS_LAST_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
-                    follows_on(&messages, previous, 0)?;
+                    follows_on(messages.last().map_or(0, |m| m.seq), previous, 0)?;
                     let pending = header(NUM_PENDING)
                         .and_then(|v| v.parse::<u64>().ok())
                         .unwrap_or(0);
@@ -220,7 +224,7 @@ impl StreamReader {
                     if batched {
                         let previous =
                             header(NATS_LAST_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
-                        follows_on(&messages, previous, seq)?;
+                        follows_on(messages.last().map_or(0, |m| m.seq), previous, seq)?;
                     }
                     let stored_at = header(NATS_TIME_STAMP.as_ref())
                         .as_deref()
@@ -237,6 +241,21 @@ impl StreamReader {
                 }
             }
         }
+    }
+}
+
+/// In a batch every reply's `Nats-Last-Sequence` is the seq of the reply
+/// before it (0 for the first), and the end-of-batch's is the last one's: a
+/// reply (`next`, 0 for the end-of-batch) whose `previous` is not the seq
+/// received last (`after`, 0 for none) means replies were lost.
+fn follows_on(after: u64, previous: Option<u64>, next: u64) -> Result<(), ReadError> {
+    match previous {
+        Some(previous) if previous != after => Err(ReadError::Incomplete {
+            after,
+            previous,
+            next,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -292,5 +311,33 @@ impl Range {
         // skipping the rest (the stall of issue 10, item 9).
         self.done = self.next > self.upto || page.is_empty();
         Ok(if page.is_empty() { None } else { Some(page) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_reply_must_follow_on_from_the_one_received_before() {
+        assert!(follows_on(0, Some(0), 5).is_ok(), "the first reply");
+        assert!(follows_on(5, Some(5), 9).is_ok());
+        assert!(follows_on(9, Some(9), 0).is_ok(), "the end-of-batch");
+        assert!(
+            follows_on(5, None, 9).is_ok(),
+            "no header: nothing to check"
+        );
+        assert!(matches!(
+            follows_on(27, Some(40), 0),
+            Err(ReadError::Incomplete {
+                after: 27,
+                previous: 40,
+                next: 0
+            })
+        ));
+        assert!(
+            follows_on(0, Some(3), 7).is_err(),
+            "the first replies went missing"
+        );
     }
 }
