@@ -172,7 +172,7 @@ async fn a_resume_storm_completes_for_every_client_and_never_cuts_the_edge_off_n
         "nats-server cut a connection as a slow consumer"
     );
     assert!(
-        worst < Duration::from_secs(2),
+        worst < Duration::from_secs(5),
         "a live event took {worst:?} during the storm"
     );
 }
