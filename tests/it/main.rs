@@ -16,6 +16,7 @@ mod metrics;
 mod production;
 mod publish_http;
 mod publisher_limits;
+mod replay_bounds;
 mod resume;
 mod schemas;
 mod slow_clients;

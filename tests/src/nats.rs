@@ -23,6 +23,8 @@ pub struct NatsServer {
     pub url: String,
     /// `http://127.0.0.1:<port>`, the monitoring endpoint.
     pub monitoring: String,
+    /// A config file given with `-c`, kept across restarts.
+    config: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -37,16 +39,47 @@ impl NatsServer {
     /// # Panics
     /// No nats-server binary, or it does not start within the bound.
     pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Starts a server with `config` (nats-server's config syntax, e.g.
+    /// `max_pending: 2MB`) on top of the usual flags.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub fn start_with_config(config: &str) -> Self {
         let store = TempDir::new().expect("temp store");
         let ports = TempDir::new().expect("temp ports dir");
-        let (child, parsed) = spawn(&store, &ports, "-1");
+        let config = (!config.is_empty()).then(|| {
+            let path = ports.path().join("nats-server.conf");
+            std::fs::write(&path, config).expect("writing the nats-server config");
+            path
+        });
+        let (child, parsed) = spawn(&store, &ports, "-1", config.as_deref());
         Self {
             child,
             store,
             ports,
             url: parsed.nats[0].clone(),
             monitoring: parsed.monitoring[0].clone(),
+            config,
         }
+    }
+
+    /// `slow_consumers` from `/varz`: connections the server cut off (or
+    /// found) over its `max_pending`, since it started.
+    pub async fn slow_consumers(&self) -> u64 {
+        #[derive(Deserialize)]
+        struct Varz {
+            slow_consumers: u64,
+        }
+        let varz: Varz = reqwest::get(format!("{}/varz", self.monitoring))
+            .await
+            .expect("varz")
+            .json()
+            .await
+            .expect("varz json");
+        varz.slow_consumers
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same port and
@@ -59,7 +92,7 @@ impl NatsServer {
             .next()
             .expect("a port in the url")
             .to_string();
-        let (child, parsed) = spawn(&self.store, &self.ports, &port);
+        let (child, parsed) = spawn(&self.store, &self.ports, &port, self.config.as_deref());
         self.child = child;
         self.monitoring = parsed.monitoring[0].clone();
         assert_eq!(parsed.nats[0], self.url, "restarted on another port");
@@ -108,8 +141,17 @@ impl Drop for NatsServer {
 // The child is handed to `NatsServer`, whose `Drop` kills and waits for it.
 #[allow(clippy::zombie_processes)]
 /// Spawns nats-server on `port` (`-1`: one the OS picks) and reads its ports file.
-fn spawn(store: &TempDir, ports: &TempDir, port: &str) -> (Child, PortsFile) {
-    let mut child = Command::new(binary())
+fn spawn(
+    store: &TempDir,
+    ports: &TempDir,
+    port: &str,
+    config: Option<&std::path::Path>,
+) -> (Child, PortsFile) {
+    let mut command = Command::new(binary());
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
+    let mut child = command
         .args([
             "-js",
             "-a",

@@ -66,6 +66,17 @@ pub struct Args {
     /// Refused frames in a row before the socket is closed with 4029.
     #[arg(long, env = "HERALD_RATE_LIMIT_VIOLATIONS", default_value_t = 10)]
     pub rate_limit_violations: u32,
+    /// Most bytes one replay page reads from the stream (a batch direct get's
+    /// `max_bytes`); a page holds at least one notification whatever its size.
+    #[arg(long, env = "HERALD_REPLAY_PAGE_BYTES", default_value_t = 512 * 1024)]
+    pub replay_page_bytes: usize,
+    /// Reads of the stream in flight at once, node-wide (replay pages, gap
+    /// repairs, reconcile passes); more queue in arrival order, a page per
+    /// turn, so resuming sockets take turns. Times `--replay-page-bytes`,
+    /// this bounds what the history connection can have in flight: keep it
+    /// well under nats-server's `max_pending` (64 MiB by default).
+    #[arg(long, env = "HERALD_REPLAY_CONCURRENCY", default_value_t = 8)]
+    pub replay_concurrency: usize,
     /// Most sockets this edge holds; past it upgrades get HTTP 503 (0: no limit).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
@@ -106,6 +117,10 @@ pub struct Config {
     pub rate_limit_violations: u32,
     /// `None`: no limit.
     pub max_connections: Option<usize>,
+    /// Most bytes one replay page reads (at least one notification).
+    pub replay_page_bytes: usize,
+    /// Reads of the stream in flight at once, node-wide (at least 1).
+    pub replay_concurrency: usize,
     /// `--dev`: also serve the demo page, `GET /dev/config` and, with a
     /// `dev_secret`, `GET /dev/token`, which mints tokens for anyone who asks.
     pub dev_mode: bool,
@@ -149,6 +164,8 @@ impl TryFrom<Args> for Config {
             client_frame_burst: args.client_frame_burst,
             rate_limit_violations: args.rate_limit_violations,
             max_connections: Some(args.max_connections).filter(|&n| n > 0),
+            replay_page_bytes: args.replay_page_bytes.max(1),
+            replay_concurrency: args.replay_concurrency.max(1),
             dev_mode: args.jwt.dev,
             dev_secret: args
                 .jwt

@@ -55,6 +55,8 @@ pub(crate) type MemberId = u64;
 const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(50);
 /// How soon a failed reconcile pass is tried again.
 const RECONCILE_RETRY: Duration = Duration::from_millis(500);
+/// How long subscribing a channel may take (the client waits while it reconnects).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a failed gap repair is retried before the message is delivered anyway.
 const REPAIR_ATTEMPTS: u32 = 5;
 
@@ -122,13 +124,17 @@ pub(crate) struct JoinError {
 // === impl Hub ===
 
 impl Hub {
+    /// `nats` carries the live subscriptions; `reader` reads the stream,
+    /// on a connection of its own so a burst of history cannot get the live
+    /// one cut off as a slow consumer.
     pub(crate) fn new(
         nats: async_nats::Client,
+        reader: StreamReader,
         reconcile: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            reader: StreamReader::new(nats.clone()),
+            reader,
             nats,
             channels: Mutex::default(),
             next_member: AtomicU64::new(1),
@@ -279,13 +285,20 @@ impl Hub {
     }
 
     async fn start_forwarder(&self, entry: &Arc<Entry>) -> Result<Forwarder, String> {
-        let subscriber = self
-            .nats
-            .subscribe(String::from(live_subject(&entry.channel)))
+        // Bounded: a join either starts live delivery or fails (and the client hears so).
+        let subscribing = async {
+            let subscriber = self
+                .nats
+                .subscribe(String::from(live_subject(&entry.channel)))
+                .await
+                .map_err(|e| e.to_string())?;
+            // The SUB is written to the server before the last seq is read.
+            self.nats.flush().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(subscriber)
+        };
+        let subscriber = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing)
             .await
-            .map_err(|e| e.to_string())?;
-        // A PING/PONG round trip: the server has processed our SUB.
-        self.nats.flush().await.map_err(|e| e.to_string())?;
+            .map_err(|_| format!("no subscription within {SUBSCRIBE_TIMEOUT:?}"))??;
         // Anything stored from now on reaches us live; start above what is stored already.
         let lasts = self
             .reader

@@ -48,6 +48,12 @@ pub async fn run(
     let nats =
         herald_shared::nats::connect(&config.nats_url, &client_name, Some(reconcile.clone()))
             .await?;
+    // History (replays, gap repairs, reconcile passes) is read on a
+    // connection of its own: a burst of it then never queues ahead of live
+    // messages, nor gets the live connection cut off as a slow consumer.
+    let history =
+        herald_shared::nats::connect(&config.nats_url, &format!("{client_name} history"), None)
+            .await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     let stream = wait_for_stream(&jetstream).await?;
     let epoch = stream
@@ -61,7 +67,7 @@ pub async fn run(
 
     let drain_timeout = config.drain_timeout;
     let reconcile_interval = config.reconcile_interval;
-    let state = AppState::new(config, nats.clone(), epoch, reconcile);
+    let state = AppState::new(config, nats.clone(), history.clone(), epoch, reconcile);
     let reconciling = tokio::spawn(state.hub.clone().reconcile_forever(reconcile_interval));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Edge listening.");
@@ -106,6 +112,7 @@ pub async fn run(
     herald_http::serve(listener, router(state.clone()), state.config.http, drain).await;
     reconciling.abort();
     let _ = nats.drain().await;
+    let _ = history.drain().await;
     tracing::info!("Edge stopped.");
     Ok(())
 }

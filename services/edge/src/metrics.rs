@@ -51,6 +51,17 @@ pub(crate) enum FrameKind {
 #[must_use = "the connection counts as open until the guard is dropped"]
 pub(crate) struct ConnectionGuard(Gauge);
 
+/// Counts a replay as running until dropped.
+#[derive(Debug)]
+#[must_use = "the replay counts as running until the guard is dropped"]
+pub(crate) struct RunningGuard(Gauge);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The node's registry and its metric families; shared as `Arc<Metrics>`.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -60,6 +71,7 @@ pub(crate) struct Metrics {
     deliveries: Counter,
     delivery_latency: Histogram,
     replays: Counter,
+    replays_running: Gauge,
     replayed_events: Counter,
     history_truncated: Counter,
     gaps_repaired: Counter,
@@ -83,6 +95,7 @@ impl Metrics {
             // 0.5 ms … 4.1 s, doubling.
             delivery_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             replays: Counter::default(),
+            replays_running: Gauge::default(),
             replayed_events: Counter::default(),
             history_truncated: Counter::default(),
             gaps_repaired: Counter::default(),
@@ -137,6 +150,11 @@ impl Metrics {
             self.replays.clone(),
         );
         r.register(
+            "replays_running",
+            "Replays running now (each holds at most one page of history)",
+            self.replays_running.clone(),
+        );
+        r.register(
             "replayed_events",
             "Events queued by those replays",
             self.replayed_events.clone(),
@@ -172,6 +190,13 @@ impl Metrics {
             self.nats_connected.clone(),
         );
         self
+    }
+
+    /// A replay started; it counts as running until the guard drops (it
+    /// finished, failed, or was aborted).
+    pub(crate) fn replay_started(&self) -> RunningGuard {
+        self.replays_running.inc();
+        RunningGuard(self.replays_running.clone())
     }
 
     /// A replay of one channel finished, having queued `n_events` events.
@@ -302,6 +327,7 @@ mod tests {
             "herald_edge_deliveries_total",
             "herald_edge_delivery_latency_seconds",
             "herald_edge_replays_total",
+            "herald_edge_replays_running",
             "herald_edge_replayed_events_total",
             "herald_edge_history_truncated_total",
             "herald_edge_gaps_repaired_total",

@@ -128,8 +128,10 @@ impl Outbox {
 
     /// Queues `frame` once the queue is at most half full, waiting for the
     /// socket to drain it; for replay, which must not overflow a socket that
-    /// reads fine, and must leave room for live frames. `false` when the
-    /// socket overflowed or is gone.
+    /// reads fine, and must leave room for live frames. An empty queue always
+    /// takes it (a frame over half the bound would otherwise wait for ever;
+    /// one over the whole bound overflows, as it would live). `false` when
+    /// the socket overflowed or is gone.
     pub(crate) async fn push_when_room(&self, frame: Utf8Bytes, kind: FrameKind) -> bool {
         let shared = &self.shared;
         loop {
@@ -141,7 +143,8 @@ impl Outbox {
             {
                 return false;
             }
-            if shared.queued_bytes.load(Ordering::Acquire) + frame.len() <= shared.max_bytes / 2 {
+            let queued = shared.queued_bytes.load(Ordering::Acquire);
+            if queued == 0 || queued + frame.len() <= shared.max_bytes / 2 {
                 return self.push_with(frame, kind);
             }
             tokio::select! {
@@ -233,6 +236,21 @@ mod tests {
         let first = rx.recv().await.unwrap();
         rx.release(first.text.len());
         assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn replay_of_a_frame_over_half_the_room_waits_only_for_an_empty_queue() {
+        let (tx, mut rx) = outbox(10, CancellationToken::new());
+        assert!(tx.push(frame(1)));
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.push_when_room(frame(7), FrameKind::Replayed).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "1 + 7 bytes is over half of 10");
+        let first = rx.recv().await.unwrap();
+        rx.release(first.text.len());
+        assert!(waiting.await.unwrap(), "7 bytes fit an empty queue of 10");
     }
 
     #[tokio::test]

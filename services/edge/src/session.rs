@@ -23,7 +23,7 @@ use herald_shared::{
     ids::{Namespace, UserId},
     jwt::UserClaims,
 };
-use tokio::{task::JoinSet, time::Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -34,7 +34,7 @@ use crate::{
     metrics::{FrameKind, Metrics, Transport},
     outbox::{Outbox, OutboxReceiver, Queued, outbox},
     rate_limit::{RateLimiter, Verdict},
-    replay::{Cursor, Replay},
+    replay::{Cursor, Replay, Replays},
     state::AppState,
 };
 
@@ -67,8 +67,9 @@ struct Session {
     user_channel: Channel,
     namespaces: Vec<Namespace>,
     outbox: Outbox,
-    /// Running replays; aborted when the session ends.
-    replays: JoinSet<()>,
+    /// Running replays, one per channel; stopped on `unsubscribe`, aborted
+    /// when the session ends.
+    replays: Replays,
     /// Cancelled by a replay that could not read the stream.
     /// Cancelled when the session must end: the node drains (a child of its
     /// drain token), the outbox overflowed, or a replay failed. One signal for
@@ -111,7 +112,7 @@ pub(crate) fn run(
         claims: admitted.claims,
         namespaces: Vec::new(),
         outbox,
-        replays: JoinSet::new(),
+        replays: Replays::default(),
         stop,
         limiter: RateLimiter::new(
             state.config.client_frames_per_sec,
@@ -428,6 +429,8 @@ impl Session {
                 let channel = Channel::namespace(namespace.clone());
                 if let Some(at) = self.namespaces.iter().position(|ns| *ns == namespace) {
                     self.namespaces.remove(at);
+                    // Before `unsubscribed` is queued: nothing of the channel follows it.
+                    self.replays.stop(&channel).await;
                     self.state.hub.leave(&channel, self.member);
                 }
                 self.send(ServerFrame::Unsubscribed { r#ref, channel });
@@ -535,7 +538,7 @@ impl Session {
             upto,
             failed: self.stop.clone(),
         };
-        self.replays.spawn(replay.run().in_current_span());
+        self.replays.start(replay);
     }
 
     /// After a token refresh: leave namespaces the new token no longer allows.
@@ -546,6 +549,7 @@ impl Session {
         self.namespaces = kept;
         for namespace in revoked {
             let channel = Channel::namespace(namespace);
+            self.replays.abort(&channel);
             self.state.hub.leave(&channel, self.member);
             self.send(ServerFrame::Error {
                 code: ErrorCode::ForbiddenNamespace,

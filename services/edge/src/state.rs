@@ -6,7 +6,7 @@ use tokio::sync::Notify;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, hub::Hub, metrics::Metrics};
+use crate::{config::Config, hub::Hub, metrics::Metrics, stream_reader::StreamReader};
 
 /// Cheap to clone: every field is a handle.
 #[derive(Debug, Clone)]
@@ -25,16 +25,20 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// `nats` holds the live subscriptions, `history` reads the stream.
     pub(crate) fn new(
         config: Config,
         nats: async_nats::Client,
+        history: async_nats::Client,
         epoch: String,
         reconcile: Arc<Notify>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
+        let reader =
+            StreamReader::new(history, config.replay_page_bytes, config.replay_concurrency);
         Self {
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(nats.clone(), reconcile, metrics.clone())),
+            hub: Arc::new(Hub::new(nats.clone(), reader, reconcile, metrics.clone())),
             metrics,
             nats,
             epoch: epoch.into(),
