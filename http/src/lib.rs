@@ -1,7 +1,7 @@
 //! herald-http: the HTTP/1 server loop both services run, in place of
 //! `axum::serve`, which bounds nothing a client does before its response.
 //!
-//! Three bounds, from [`HttpLimits`], keep clients that connect and stall
+//! These bounds, from [`HttpLimits`], keep clients that connect and stall
 //! from holding sockets and memory for ever:
 //! - a header read timeout (hyper's, with tokio's timer): from accept, or from
 //!   the end of the previous response, the request head must arrive in time,
@@ -10,6 +10,9 @@
 //! - a request timeout: from the head to the response head, so a body that
 //!   trickles in gets 408 and the connection is closed (a streamed response,
 //!   such as SSE, or an upgraded WebSocket is not bounded by it);
+//! - a write timeout: a write that makes no progress for that long (a client
+//!   that stopped reading a response, an SSE stream or a WebSocket) closes
+//!   the connection, so a socket is freed even after its session has ended;
 //! - a bound on the request head ([`MAX_REQUEST_HEAD_BYTES`]), so a stalled
 //!   head pins at most that much memory;
 //! - a cap on pending connections, accepted but not yet through their first
@@ -43,6 +46,7 @@ use herald_shared::config::HttpLimits;
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_service::Service as _;
 
@@ -110,6 +114,7 @@ pub async fn serve<L: Listener>(
         let connection = Connection {
             router: router.clone(),
             request_timeout: limits.request_timeout,
+            write_timeout: limits.write_timeout,
             pending: Arc::new(Mutex::new(Some(permit))),
         };
         connections.spawn(connection.serve(&http1, io, stop.clone()));
@@ -144,6 +149,7 @@ async fn next_slot(
 struct Connection {
     router: Router,
     request_timeout: Duration,
+    write_timeout: Duration,
     /// Held until the connection's first response head (or upgrade): its
     /// slot under the pending cap.
     pending: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
@@ -164,6 +170,7 @@ impl Connection {
         let Self {
             router,
             request_timeout,
+            write_timeout,
             pending,
         } = self;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -187,8 +194,13 @@ impl Connection {
                 })
             }
         });
+        // A write that makes no progress for `write_timeout` fails, and the
+        // connection with it: hyper itself would wait for ever on a client
+        // that stopped reading. It stays on the socket after an upgrade.
+        let mut io = TimeoutStream::new(io);
+        io.set_write_timeout(Some(write_timeout));
         let connection = http1
-            .serve_connection(TokioIo::new(io), service)
+            .serve_connection(TokioIo::new(Box::pin(io)), service)
             .with_upgrades();
         async move {
             let mut connection = pin!(connection);

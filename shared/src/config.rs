@@ -68,6 +68,14 @@ pub struct HttpArgs {
     /// the connection is closed.
     #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub http_request_timeout_ms: u64,
+    /// How long a write to a client may make no progress, in milliseconds
+    /// (a client that stopped reading a response, an SSE stream or a
+    /// WebSocket); past it the connection is closed. A backstop under the
+    /// edge's own `--write-timeout-ms`, which ends a session first and with a
+    /// code: keep it longer. It also frees the socket of a session that has
+    /// ended while its last bytes wait for a client that never reads.
+    #[arg(long, env = "HERALD_HTTP_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_write_timeout_ms: u64,
     /// Most accepted connections that have not yet completed a request (or a
     /// WebSocket upgrade). At the cap new connections wait in the listen
     /// backlog; once it has stayed full for a second with no slot freed
@@ -81,6 +89,7 @@ pub struct HttpArgs {
 pub struct HttpLimits {
     pub header_timeout: Duration,
     pub request_timeout: Duration,
+    pub write_timeout: Duration,
     /// At least 1.
     pub max_pending_connections: usize,
 }
@@ -165,6 +174,7 @@ impl HttpArgs {
         };
         let header_timeout = positive("--http-header-timeout-ms", self.http_header_timeout_ms)?;
         let request_timeout = positive("--http-request-timeout-ms", self.http_request_timeout_ms)?;
+        let write_timeout = positive("--http-write-timeout-ms", self.http_write_timeout_ms)?;
         let max_pending = positive(
             "--max-pending-connections",
             self.max_pending_connections as u64,
@@ -172,6 +182,7 @@ impl HttpArgs {
         Ok(HttpLimits {
             header_timeout: Duration::from_millis(header_timeout),
             request_timeout: Duration::from_millis(request_timeout),
+            write_timeout: Duration::from_millis(write_timeout),
             max_pending_connections: max_pending as usize,
         })
     }
@@ -183,6 +194,7 @@ impl Default for HttpLimits {
         Self {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_pending_connections: 1024,
         }
     }

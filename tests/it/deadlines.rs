@@ -331,3 +331,44 @@ async fn a_token_exp_near_u64_max_works_and_leaves_no_subscription_behind() {
          subscriptions left after the sockets closed: {leftover:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_sse_connection_is_closed_after_its_session_ended() {
+    let stack = Stack::start(0).await;
+    let http_write_timeout = Duration::from_secs(1);
+    let edge = edge_with(&stack, |c| {
+        c.write_timeout = Duration::from_millis(500);
+        c.http.write_timeout = http_write_timeout;
+        // Far longer than the test: only the write timeout can close it in time.
+        c.http.header_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let token = user_token("stuck-sse", &[]);
+    let mut socket = open_unread(
+        edge.addr,
+        &format!("/v1/sse?token={token}"),
+        TINY_RECEIVE_BUFFER,
+    )
+    .await;
+    connected(&edge, "sse").await;
+    store_many(&stack.nats, &big_event("e", "stuck-sse", 20_000), 45).await;
+    let ended = connections_reach(&edge, "sse", 0.0, Instant::now() + WAIT).await;
+    assert!(ended.is_some(), "the stuck SSE session never ended");
+
+    // Nothing shows the server's side of the socket without reading it, and
+    // reading would unblock the write: give the write timeout its time first.
+    tokio::time::sleep(http_write_timeout + Duration::from_millis(500)).await;
+    // What the kernel still holds arrives, then the end. Without the write
+    // timeout the response completes once read, and the connection waits for
+    // the next request (the header timeout, two minutes here).
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(1..) = socket.read(&mut buffer).await {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection of an ended SSE session stayed open"
+    );
+}

@@ -45,6 +45,7 @@ fn short_timeouts(max_pending_connections: usize) -> HttpLimits {
         header_timeout: HEADER_TIMEOUT,
         request_timeout: REQUEST_TIMEOUT,
         max_pending_connections,
+        ..HttpLimits::default()
     }
 }
 
