@@ -21,7 +21,9 @@ pub enum ErrorCode {
     ExpiredToken,
     /// The token is valid but lacks the scope for this operation.
     Forbidden,
-    /// The body is larger than the limit (64 KiB for events).
+    /// Too large: a body over its limit (64 KiB for events), or an event
+    /// whose notifications would store more than the per-event bound
+    /// (channels × payload). Retrying the same request cannot succeed.
     PayloadTooLarge,
     /// The body is not `application/json`.
     UnsupportedMediaType,
@@ -35,7 +37,8 @@ pub enum ErrorCode {
     ForbiddenNamespace,
     /// The client reads too slowly; it was cut off and may resume.
     SlowConsumer,
-    /// The client sends frames too fast.
+    /// Too fast: a socket's client frames, or a service over its publish
+    /// quota (events/s or bytes/s per token `sub`; 429 with `Retry-After`).
     RateLimited,
     /// A client frame that is not a JSON object with a string `type`.
     MalformedFrame,
