@@ -1,0 +1,131 @@
+//! One channel's local sockets and its high-water seq: each notification is
+//! encoded once and its bytes queued on every member's outbox, never twice
+//! and never below what the members already have.
+//!
+//! `hw` is the last seq handed to the members. Only the channel's forwarder
+//! task delivers, so deliveries arrive in seq order and `hw` only grows.
+
+use std::{collections::HashMap, sync::Mutex, time::SystemTime};
+
+use axum::extract::ws::Utf8Bytes;
+use herald_shared::{channel::Channel, frames::encode_event_frame, subject::stored_subject};
+
+use crate::{metrics::FrameKind, outbox::Outbox};
+
+/// Identifies one socket's membership in the hub.
+pub(crate) type MemberId = u64;
+
+/// One channel with local sockets.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub(super) channel: Channel,
+    /// `notify.…`: where the channel's history is read from.
+    pub(super) stored_subject: String,
+    /// Members change only under the hub's `channels` lock as well, so a
+    /// join and the last leave of the same channel cannot interleave.
+    state: Mutex<EntryState>,
+}
+
+#[derive(Debug, Default)]
+struct EntryState {
+    members: HashMap<MemberId, Member>,
+    /// The last seq handed to members (or, for the first member, the
+    /// channel's last seq when the subscription started).
+    hw: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    outbox: Outbox,
+    /// `Some` while the member replays: live frames wait here.
+    replay_buffer: Option<Vec<(u64, Utf8Bytes, FrameKind)>>,
+}
+
+// === impl Entry ===
+
+impl Entry {
+    pub(super) fn new(channel: Channel) -> Self {
+        Self {
+            stored_subject: stored_subject(&channel).into(),
+            channel,
+            state: Mutex::default(),
+        }
+    }
+
+    pub(super) fn hw(&self) -> u64 {
+        self.state.lock().expect("entry lock").hw
+    }
+
+    /// Where live delivery starts when the subscription starts: the
+    /// channel's last stored seq, read after the subscription is in place.
+    pub(super) fn start_at(&self, hw: u64) {
+        self.state.lock().expect("entry lock").hw = hw;
+    }
+
+    /// Adds `member`; with `replaying`, its live frames are held until
+    /// [`Entry::finish_replay`].
+    pub(super) fn add(&self, member: MemberId, outbox: &Outbox, replaying: bool) {
+        let joining = Member {
+            outbox: outbox.clone(),
+            replay_buffer: replaying.then(Vec::new),
+        };
+        self.state
+            .lock()
+            .expect("entry lock")
+            .members
+            .insert(member, joining);
+    }
+
+    /// Removes `member`; `true` when no member is left.
+    pub(super) fn remove(&self, member: MemberId) -> bool {
+        let mut state = self.state.lock().expect("entry lock");
+        state.members.remove(&member);
+        state.members.is_empty()
+    }
+
+    /// Ends `member`'s replay: queues the live frames it missed meanwhile
+    /// that lie above `replayed_upto`. Under the entry lock, so no live frame
+    /// can overtake the held ones.
+    pub(super) fn finish_replay(&self, member: MemberId, replayed_upto: u64) {
+        let mut state = self.state.lock().expect("entry lock");
+        let Some(member) = state.members.get_mut(&member) else {
+            return;
+        };
+        for (seq, frame, kind) in member.replay_buffer.take().unwrap_or_default() {
+            if seq > replayed_upto {
+                queue(&member.outbox, frame, kind);
+            }
+        }
+    }
+
+    /// Hands one notification to every member, unless it is at or below `hw`;
+    /// returns how many members it was handed to.
+    /// `stored_at` (its `Nats-Time-Stamp`) travels with the frame to the
+    /// socket write, where the delivery latency is measured.
+    pub(super) fn deliver(&self, seq: u64, payload: &[u8], stored_at: Option<SystemTime>) -> usize {
+        let Some(frame) = encode_event_frame(&self.channel, seq, payload) else {
+            tracing::warn!(channel = %self.channel, seq, "Stored notification is not a JSON object; skipped.");
+            return 0;
+        };
+        let frame = Utf8Bytes::from(frame);
+        let mut state = self.state.lock().expect("entry lock");
+        if seq <= state.hw {
+            return 0;
+        }
+        state.hw = seq;
+        let kind = FrameKind::Live { stored_at };
+        for member in state.members.values_mut() {
+            match &mut member.replay_buffer {
+                Some(buffer) => buffer.push((seq, frame.clone(), kind)),
+                None => queue(&member.outbox, frame.clone(), kind),
+            }
+        }
+        state.members.len()
+    }
+}
+
+/// Queues a live event frame on a member's outbox; `kind` is what its socket
+/// write reports to the metrics (a delivery and its latency).
+fn queue(outbox: &Outbox, frame: Utf8Bytes, kind: FrameKind) {
+    outbox.push_with(frame, kind);
+}
