@@ -29,8 +29,8 @@ use std::{
 use herald_shared::channel::Channel;
 use tokio::sync::{Notify, OnceCell};
 
-pub(crate) use self::channel::MemberId;
 use self::{channel::Entry, forwarder::Forwarder};
+pub(crate) use self::{channel::MemberId, forwarder::JoinError};
 use crate::{
     metrics::Metrics,
     outbox::Outbox,
@@ -61,14 +61,6 @@ pub(crate) struct Hub {
 struct Slot {
     entry: Arc<Entry>,
     forwarder: OnceCell<Forwarder>,
-}
-
-/// Subscribing to NATS, or reading where the channel stands, failed.
-#[derive(Debug, thiserror::Error)]
-#[error("joining {channel} failed: {reason}")]
-pub(crate) struct JoinError {
-    channel: Channel,
-    reason: String,
 }
 
 // === impl Hub ===
@@ -126,12 +118,9 @@ impl Hub {
             slot.clone()
         };
         let starting = Forwarder::start(&self.nats, &self.reader, &self.metrics, &slot.entry);
-        if let Err(reason) = slot.forwarder.get_or_try_init(|| starting).await {
+        if let Err(err) = slot.forwarder.get_or_try_init(|| starting).await {
             self.leave(channel, member);
-            return Err(JoinError {
-                channel: channel.clone(),
-                reason,
-            });
+            return Err(err);
         }
         // Every (re)subscribe is followed by a reconcile pass: in a cluster the
         // subscription reaches the stream leader's server a little later.

@@ -24,13 +24,42 @@ use tokio::{sync::mpsc, task::AbortHandle};
 use super::channel::Entry;
 use crate::{
     metrics::{Metrics, parse_time_stamp},
-    stream_reader::{Range, StreamReader},
+    stream_reader::{Range, ReadError, StreamReader},
 };
 
 /// How long subscribing a channel may take (the client waits while it reconnects).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a failed gap repair is retried before the message is delivered anyway.
 const REPAIR_ATTEMPTS: u32 = 5;
+
+/// Subscribing a channel, or reading where it stands, failed.
+///
+/// Each message repeats its cause's: log lines (JSON ones too) print only
+/// the top error, and the cause is what an operator needs. The cause is
+/// also the `source`, for code that walks the chain.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JoinError {
+    #[error("joining {channel} failed: subscribing: {source}")]
+    Subscribe {
+        channel: Channel,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    #[error("joining {channel} failed: flushing the subscription: {source}")]
+    Flush {
+        channel: Channel,
+        #[source]
+        source: async_nats::client::FlushError,
+    },
+    #[error("joining {channel} failed: no subscription within {SUBSCRIBE_TIMEOUT:?}")]
+    TimedOut { channel: Channel },
+    #[error("joining {channel} failed: reading its last seq: {source}")]
+    LastSeq {
+        channel: Channel,
+        #[source]
+        source: ReadError,
+    },
+}
 
 /// The running forwarder: asks for catch-ups, and unsubscribes when dropped.
 #[derive(Debug)]
@@ -56,25 +85,35 @@ impl Forwarder {
         reader: &StreamReader,
         metrics: &Arc<Metrics>,
         entry: &Arc<Entry>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, JoinError> {
+        let channel = || entry.channel.clone();
         // Bounded: a join either starts live delivery or fails (and the client hears so).
         let subscribing = async {
             let subscriber = nats
                 .subscribe(String::from(live_subject(&entry.channel)))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| JoinError::Subscribe {
+                    channel: channel(),
+                    source,
+                })?;
             // The SUB is written to the server before the last seq is read.
-            nats.flush().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(subscriber)
+            nats.flush().await.map_err(|source| JoinError::Flush {
+                channel: channel(),
+                source,
+            })?;
+            Ok(subscriber)
         };
         let subscriber = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing)
             .await
-            .map_err(|_| format!("no subscription within {SUBSCRIBE_TIMEOUT:?}"))??;
+            .map_err(|_| JoinError::TimedOut { channel: channel() })??;
         // Anything stored from now on reaches us live; start above what is stored already.
         let lasts = reader
             .last_seqs(std::slice::from_ref(&entry.stored_subject))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| JoinError::LastSeq {
+                channel: channel(),
+                source,
+            })?;
         entry.start_at(lasts.get(&entry.stored_subject).copied().unwrap_or(0));
 
         let (catch_up, requests) = mpsc::unbounded_channel();
