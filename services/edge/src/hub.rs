@@ -10,12 +10,14 @@
 //! later message would reveal, and asks that channel's forwarder to catch up.
 //!
 //! A member that resumes from a cursor is `replaying`: its live frames are
-//! held while the session replays `(since, hw]` from the stream, and
-//! `finish_replay` then queues the held frames above what was replayed.
+//! held ([`recovery`]) while the session replays `(since, hw]` from the
+//! stream, and `finish_replay` then queues the held frames above what was
+//! replayed.
 //! Nothing here waits on a socket: a full outbox is the socket's problem.
 
 mod channel;
 mod forwarder;
+mod recovery;
 
 use std::{
     collections::HashMap,

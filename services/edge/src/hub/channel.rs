@@ -10,6 +10,7 @@ use std::{collections::HashMap, sync::Mutex, time::SystemTime};
 use axum::extract::ws::Utf8Bytes;
 use herald_shared::{channel::Channel, frames::encode_event_frame, subject::stored_subject};
 
+use super::recovery::Recovery;
 use crate::{metrics::FrameKind, outbox::Outbox};
 
 /// Identifies one socket's membership in the hub.
@@ -37,8 +38,8 @@ struct EntryState {
 #[derive(Debug)]
 struct Member {
     outbox: Outbox,
-    /// `Some` while the member replays: live frames wait here.
-    replay_buffer: Option<Vec<(u64, Utf8Bytes, FrameKind)>>,
+    /// Holds live frames while the member replays.
+    recovery: Recovery<(Utf8Bytes, FrameKind)>,
 }
 
 // === impl Entry ===
@@ -67,7 +68,7 @@ impl Entry {
     pub(super) fn add(&self, member: MemberId, outbox: &Outbox, replaying: bool) {
         let joining = Member {
             outbox: outbox.clone(),
-            replay_buffer: replaying.then(Vec::new),
+            recovery: Recovery::new(replaying),
         };
         self.state
             .lock()
@@ -83,18 +84,16 @@ impl Entry {
         state.members.is_empty()
     }
 
-    /// Ends `member`'s replay: queues the live frames it missed meanwhile
-    /// that lie above `replayed_upto`. Under the entry lock, so no live frame
-    /// can overtake the held ones.
+    /// Ends `member`'s replay: queues the live frames held meanwhile that lie
+    /// above `replayed_upto`. Under the entry lock, so no live frame can
+    /// overtake the held ones.
     pub(super) fn finish_replay(&self, member: MemberId, replayed_upto: u64) {
         let mut state = self.state.lock().expect("entry lock");
         let Some(member) = state.members.get_mut(&member) else {
             return;
         };
-        for (seq, frame, kind) in member.replay_buffer.take().unwrap_or_default() {
-            if seq > replayed_upto {
-                queue(&member.outbox, frame, kind);
-            }
+        for (frame, kind) in member.recovery.finish(replayed_upto) {
+            queue(&member.outbox, frame, kind);
         }
     }
 
@@ -115,9 +114,8 @@ impl Entry {
         state.hw = seq;
         let kind = FrameKind::Live { stored_at };
         for member in state.members.values_mut() {
-            match &mut member.replay_buffer {
-                Some(buffer) => buffer.push((seq, frame.clone(), kind)),
-                None => queue(&member.outbox, frame.clone(), kind),
+            if let Some((frame, kind)) = member.recovery.offer(seq, (frame.clone(), kind)) {
+                queue(&member.outbox, frame, kind);
             }
         }
         state.members.len()
