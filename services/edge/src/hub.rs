@@ -17,6 +17,7 @@
 
 mod channel;
 mod forwarder;
+mod gap;
 mod recovery;
 
 use std::{
@@ -31,7 +32,7 @@ use std::{
 use herald_shared::channel::Channel;
 use tokio::sync::{Notify, OnceCell};
 
-use self::{channel::Entry, forwarder::Forwarder};
+use self::{channel::Entry, forwarder::Forwarder, gap::Gap};
 pub(crate) use self::{channel::MemberId, forwarder::JoinError};
 use crate::{
     metrics::Metrics,
@@ -198,7 +199,7 @@ impl Hub {
             let Some(&last) = lasts.get(&slot.entry.stored_subject) else {
                 continue;
             };
-            if last > slot.entry.hw()
+            if Gap::upto_last(slot.entry.hw(), last).is_some()
                 && let Some(forwarder) = slot.forwarder.get()
             {
                 forwarder.catch_up(last);

@@ -21,7 +21,10 @@ use futures_util::StreamExt;
 use herald_shared::{channel::Channel, subject::live_subject, trace_context};
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use super::channel::Entry;
+use super::{
+    channel::Entry,
+    gap::{Gap, Live},
+};
 use crate::{
     metrics::{Metrics, parse_time_stamp},
     stream_reader::{Range, ReadError, StreamReader},
@@ -171,13 +174,11 @@ impl Forwarding {
                     };
                     // The previous seq stored on this subject: above hw means we missed some.
                     let previous = header(NATS_LAST_SEQUENCE).unwrap_or(0);
-                    let hw = entry.hw();
-                    if seq <= hw {
-                        continue;
-                    }
-                    if previous > hw {
+                    match Live::classify(entry.hw(), seq, previous) {
+                        Live::Stale => continue,
+                        Live::Next => {}
                         // Boxed: rare, and large next to the loop the task keeps.
-                        Box::pin(self.repair(&entry, hw, previous, "live")).await;
+                        Live::AfterGap(gap) => Box::pin(self.repair(&entry, gap, "live")).await,
                     }
                     let stored_at = message
                         .headers
@@ -203,9 +204,8 @@ impl Forwarding {
                 }
                 Some(upto) = catch_ups.recv() => {
                     let Some(entry) = self.entry.upgrade() else { return };
-                    let hw = entry.hw();
-                    if upto > hw {
-                        Box::pin(self.repair(&entry, hw, upto, "reconcile")).await;
+                    if let Some(gap) = Gap::upto_last(entry.hw(), upto) {
+                        Box::pin(self.repair(&entry, gap, "reconcile")).await;
                     }
                 }
             }
@@ -214,8 +214,9 @@ impl Forwarding {
 
     /// Delivers the channel's stored messages in `(after, upto]`, retrying a
     /// failed read a few times; after that the gap is logged as a loss.
-    #[tracing::instrument(name = "repair", parent = None, skip_all, fields(channel = %self.channel, after, upto, found_by))]
-    async fn repair(&self, entry: &Entry, after: u64, upto: u64, found_by: &'static str) {
+    #[tracing::instrument(name = "repair", parent = None, skip_all, fields(channel = %self.channel, after = gap.after, upto = gap.upto, found_by))]
+    async fn repair(&self, entry: &Entry, gap: Gap, found_by: &'static str) {
+        let Gap { after, upto } = gap;
         let mut n_delivered = 0u64;
         let mut attempt = 0;
         let mut range = Range::new(self.stored_subject.clone(), after, upto);
