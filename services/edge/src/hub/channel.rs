@@ -127,3 +127,106 @@ impl Entry {
 fn queue(outbox: &Outbox, frame: Utf8Bytes, kind: FrameKind) {
     outbox.push_with(frame, kind);
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::outbox::{OutboxReceiver, outbox};
+
+    fn entry() -> Entry {
+        Entry::new("ns:team-42".parse().expect("a channel"))
+    }
+
+    fn socket() -> (Outbox, OutboxReceiver) {
+        outbox(1 << 20, CancellationToken::new())
+    }
+
+    fn deliver(entry: &Entry, seq: u64) -> usize {
+        entry.deliver(seq, br#"{"id":"x"}"#, None)
+    }
+
+    /// The seqs of the event frames queued on a socket, in queue order.
+    fn seqs(socket: &mut OutboxReceiver) -> Vec<u64> {
+        std::iter::from_fn(|| socket.try_recv())
+            .map(|queued| {
+                assert_eq!(queued.kind, FrameKind::Live { stored_at: None });
+                let frame: serde_json::Value = serde_json::from_str(&queued.text).expect("JSON");
+                assert_eq!(frame["channel"], "ns:team-42");
+                frame["seq"].as_u64().expect("a seq")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_member_gets_each_frame_and_a_member_that_left_gets_nothing() {
+        let entry = entry();
+        let ((a, mut a_rx), (b, mut b_rx)) = (socket(), socket());
+        entry.add(1, &a, false);
+        entry.add(2, &b, false);
+        assert_eq!(deliver(&entry, 5), 2, "handed to both members");
+        assert!(!entry.remove(1), "one member left");
+        assert_eq!(deliver(&entry, 6), 1);
+        assert_eq!(seqs(&mut a_rx), [5]);
+        assert_eq!(seqs(&mut b_rx), [5, 6]);
+        assert!(entry.remove(2), "the last member left");
+    }
+
+    #[test]
+    fn a_seq_at_or_below_hw_is_dropped_and_one_above_moves_hw() {
+        let entry = entry();
+        let (a, mut a_rx) = socket();
+        entry.add(1, &a, false);
+        entry.start_at(10);
+        assert_eq!(deliver(&entry, 10), 0, "stored before the subscription");
+        assert_eq!(deliver(&entry, 12), 1);
+        assert_eq!(entry.hw(), 12);
+        assert_eq!(deliver(&entry, 12), 0, "a second copy");
+        assert_eq!(deliver(&entry, 11), 0, "behind hw");
+        assert_eq!(deliver(&entry, 13), 1);
+        assert_eq!(seqs(&mut a_rx), [12, 13]);
+    }
+
+    #[test]
+    fn a_stored_notification_that_is_no_json_object_is_skipped_and_leaves_hw() {
+        let entry = entry();
+        let (a, mut a_rx) = socket();
+        entry.add(1, &a, false);
+        assert_eq!(entry.deliver(3, b"[1]", None), 0);
+        assert_eq!(entry.hw(), 0);
+        assert_eq!(seqs(&mut a_rx), [] as [u64; 0]);
+    }
+
+    #[test]
+    fn a_replaying_member_gets_held_frames_above_its_replay_then_live_in_order() {
+        let entry = entry();
+        let ((live, mut live_rx), (resuming, mut resuming_rx)) = (socket(), socket());
+        entry.add(1, &live, false);
+        entry.start_at(10);
+        entry.add(2, &resuming, true);
+        for seq in [11, 12, 13] {
+            assert_eq!(deliver(&entry, seq), 2);
+        }
+        assert_eq!(
+            seqs(&mut resuming_rx),
+            [] as [u64; 0],
+            "held while replaying"
+        );
+        entry.finish_replay(2, 12);
+        deliver(&entry, 14);
+        assert_eq!(
+            seqs(&mut resuming_rx),
+            [13, 14],
+            "12 and below were replayed"
+        );
+        assert_eq!(
+            seqs(&mut live_rx),
+            [11, 12, 13, 14],
+            "the other member never waited"
+        );
+        entry.finish_replay(3, 12);
+        entry.finish_replay(2, 0);
+        assert_eq!(seqs(&mut resuming_rx), [] as [u64; 0], "handed over once");
+    }
+}
