@@ -5,6 +5,7 @@
 //! socket, one subscription per channel however many sockets share it
 //! (`hub`), and fans each message out as one prebuilt frame.
 
+mod admission;
 mod assets;
 pub mod config;
 mod deadline;

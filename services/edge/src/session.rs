@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
+    admission::Admitted,
     deadline::{Interrupted, Watch, unix_deadline},
-    handshake::Admitted,
     hub::MemberId,
     metrics::{FrameKind, Metrics, Transport},
     outbox::{Outbox, OutboxReceiver, Queued, outbox},
@@ -436,7 +436,7 @@ impl Session {
                 self.send(ServerFrame::Unsubscribed { r#ref, channel });
             }
             ClientFrame::Auth { r#ref, token } => {
-                let verified = crate::handshake::verify_user(&self.state.config, token.expose());
+                let verified = crate::admission::verify_user(&self.state.config, token.expose());
                 match verified {
                     Ok(claims) if claims.sub == self.claims.sub => {
                         self.claims = claims;

@@ -44,7 +44,7 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::{
-    handshake::{Admitted, admit, refuse_before_upgrade},
+    admission::{Admitted, admit, refuse_before_upgrade},
     hub::{Hub, MemberId},
     metrics::Transport,
     outbox::{OutboxReceiver, outbox},

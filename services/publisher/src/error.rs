@@ -33,10 +33,7 @@ impl ApiError {
 
 impl From<ErrorBody> for ApiError {
     fn from(body: ErrorBody) -> Self {
-        let retry_after_secs = body
-            .code
-            .is_retryable()
-            .then_some(DEFAULT_RETRY_AFTER_SECS);
+        let retry_after_secs = body.code.is_retryable().then_some(DEFAULT_RETRY_AFTER_SECS);
         Self {
             body,
             retry_after_secs,
