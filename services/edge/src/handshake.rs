@@ -11,10 +11,12 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
-use herald_shared::frames::{MAX_CLIENT_FRAME_BYTES, ServerFrame};
+use herald_shared::frames::MAX_CLIENT_FRAME_BYTES;
 
 use crate::{
     admission::{Refusal, admit, refuse_before_upgrade},
+    disconnect::Disconnect,
+    metrics::Transport,
     session,
     state::AppState,
 };
@@ -58,15 +60,15 @@ pub(crate) async fn websocket(
 /// Sends the refusal's `error` frame and closes with its close code.
 async fn refuse(mut socket: WebSocket, refusal: Refusal) {
     tracing::debug!(code = %refusal.code, "Refused a WebSocket.");
-    let frame = ServerFrame::Error {
-        code: refusal.code,
-        message: refusal.message,
-        r#ref: None,
-    };
-    let close = CloseFrame {
-        code: refusal.code.close_code().unwrap_or(1008),
-        reason: refusal.code.as_str().into(),
-    };
-    let _ = socket.send(Message::Text(frame.to_json().into())).await;
-    let _ = socket.send(Message::Close(Some(close))).await;
+    let end = Disconnect::Refused(refusal);
+    if let Some(frame) = end.last_frame(Transport::WebSocket) {
+        let _ = socket.send(Message::Text(frame.to_json().into())).await;
+    }
+    if let Some((code, reason)) = end.close() {
+        let close = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = socket.send(Message::Close(Some(close))).await;
+    }
 }

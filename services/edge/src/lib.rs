@@ -10,6 +10,7 @@ mod assets;
 pub mod config;
 mod deadline;
 mod dev;
+mod disconnect;
 mod handshake;
 mod hub;
 mod metrics;

@@ -9,7 +9,7 @@
 //! (`deadline`): the stop signal, token expiry, two silent heartbeats and the
 //! write timeout.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{
@@ -30,6 +30,7 @@ use tracing::Instrument;
 use crate::{
     admission::Admitted,
     deadline::{Interrupted, Watch, unix_deadline},
+    disconnect::Disconnect,
     hub::MemberId,
     metrics::{FrameKind, Metrics, Transport},
     outbox::{Outbox, OutboxReceiver, Queued, outbox},
@@ -40,23 +41,6 @@ use crate::{
 
 /// Most bytes written before a flush when a socket has a backlog.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
-/// How long a closing handshake may take before the socket is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The same for a slow consumer, whose close waits behind a full socket.
-const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The same for a socket that was dropped in the middle of a write (token
-/// expiry, silence, the write timeout): it is not reading, so its close frame
-/// would not get out anyway, and its deadline has passed already.
-const STUCK_CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
-/// Close code for "the node is going away, reconnect" (RFC 6455 "Service Restart").
-const CLOSE_SERVICE_RESTART: u16 = 1012;
-/// Close code for "message too big".
-const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for "internal error".
-const CLOSE_INTERNAL: u16 = 1011;
-/// Close code for "try again later".
-const CLOSE_TRY_AGAIN: u16 = 1013;
-
 type Sink = SplitSink<WebSocket, Message>;
 
 struct Session {
@@ -76,18 +60,6 @@ struct Session {
     /// the loop to watch; `stopped` tells which.
     stop: CancellationToken,
     limiter: RateLimiter,
-}
-
-/// Why a session ends.
-enum End {
-    /// The client closed or the connection broke: nothing more to send.
-    Gone,
-    /// Close with this code, after an optional last frame.
-    Close {
-        code: u16,
-        reason: &'static str,
-        last: Option<ServerFrame>,
-    },
 }
 
 /// Runs an admitted socket until it closes, then releases its channels.
@@ -139,7 +111,10 @@ pub(crate) fn run(
         let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {
             Ok(()) => session.serve(sink, stream, receiver, &span).await,
-            Err(end) => Box::pin(finish(sink, None, end, false).instrument(span.clone())).await,
+            Err(end) => {
+                let finish = finish(sink, None, end, false, &session.state.metrics);
+                Box::pin(finish.instrument(span.clone())).await
+            }
         };
         // Dropping the session leaves its channels (also if it panicked).
         span.in_scope(|| tracing::debug!(closed = end, "Session ended."));
@@ -166,7 +141,7 @@ impl Session {
         namespaces: Vec<Namespace>,
         resume: Option<Cursor>,
         notices: Vec<ServerFrame>,
-    ) -> Result<(), End> {
+    ) -> Result<(), Disconnect> {
         let mut channels = vec![self.user_channel.clone()];
         channels.extend(namespaces.iter().cloned().map(Channel::namespace));
         // Every channel joins as "replaying": its live frames are held, so
@@ -188,11 +163,7 @@ impl Session {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "Joining a channel failed.");
-                    return Err(End::Close {
-                        code: CLOSE_TRY_AGAIN,
-                        reason: "nats unavailable",
-                        last: None,
-                    });
+                    return Err(Disconnect::JoinFailed);
                 }
             }
         }
@@ -289,7 +260,7 @@ impl Session {
                     // The expiry branch may not be polled on a busy socket:
                     // nothing is written once the token has expired.
                     if Instant::now() >= expires_at {
-                        break token_expired(&metrics);
+                        break Disconnect::TokenExpired;
                     }
                     let write = write_batch(&mut sink, &mut receiver, frame, &metrics, expires_at);
                     watch.write(write, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
@@ -306,16 +277,16 @@ impl Session {
                         watch.last_heard = Instant::now();
                         continue;
                     }
-                    Some(Ok(Message::Close(_))) | None => break End::Gone,
+                    Some(Ok(Message::Close(_))) | None => break Disconnect::Gone,
                     Some(Err(err)) => break read_error(err),
                 },
                 () = &mut stop_signal => break self.stopped(&receiver),
-                () = &mut expiry => break token_expired(&metrics),
+                () = &mut expiry => break Disconnect::TokenExpired,
                 _ = heartbeat.tick() => {
                     // Silent for two intervals (no frame, no pong): the peer is gone.
                     if watch.last_heard.elapsed() >= watch.silence {
                         span.in_scope(|| tracing::debug!("Peer silent for two heartbeats; dropped."));
-                        break End::Gone;
+                        break Disconnect::Silent;
                     }
                     let ping = sink.send(Message::Ping(Default::default()));
                     watch.write(ping, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
@@ -331,23 +302,24 @@ impl Session {
                 Interrupted::Expired | Interrupted::Silent | Interrupted::TimedOut
             );
             break match interrupted {
-                Interrupted::Failed => End::Gone,
+                Interrupted::Failed => Disconnect::Gone,
                 Interrupted::Read(err) => read_error(err),
                 Interrupted::Stop => self.stopped(&receiver),
-                Interrupted::Expired => token_expired(&metrics),
+                Interrupted::Expired => Disconnect::TokenExpired,
                 Interrupted::Silent => {
                     span.in_scope(|| {
                         tracing::debug!("Peer silent for two heartbeats during a write; dropped.");
                     });
-                    End::Gone
+                    Disconnect::Silent
                 }
                 Interrupted::TimedOut => {
                     span.in_scope(|| tracing::debug!("A write timed out; dropped."));
-                    slow_consumer(&metrics)
+                    Disconnect::WriteTimeout
                 }
             };
         };
-        Box::pin(finish(sink, Some(stream), end, stuck).instrument(span.clone())).await
+        let finish = finish(sink, Some(stream), end, stuck, &metrics);
+        Box::pin(finish.instrument(span.clone())).await
     }
 
     /// Handles a text or binary frame from the client, read at `at`; `Some`
@@ -357,7 +329,7 @@ impl Session {
         message: Message,
         at: Instant,
         span: &tracing::Span,
-    ) -> Option<End> {
+    ) -> Option<Disconnect> {
         match self.limiter.check(at) {
             Verdict::Allow => {}
             Verdict::Refuse => {
@@ -372,7 +344,7 @@ impl Session {
                 });
                 return None;
             }
-            Verdict::Close => return Some(rate_limited()),
+            Verdict::Close => return Some(Disconnect::RateLimited),
         }
         let Message::Text(text) = message else {
             self.send(ServerFrame::Error {
@@ -387,26 +359,18 @@ impl Session {
 
     /// Why `stop` was cancelled: an overflow, the node draining, or else a
     /// failed replay (nothing else cancels it).
-    fn stopped(&self, receiver: &OutboxReceiver) -> End {
+    fn stopped(&self, receiver: &OutboxReceiver) -> Disconnect {
         if receiver.has_overflowed() {
-            slow_consumer(&self.state.metrics)
+            Disconnect::SlowConsumer
         } else if self.state.draining.is_cancelled() {
-            drained()
+            Disconnect::Draining
         } else {
-            End::Close {
-                code: CLOSE_TRY_AGAIN,
-                reason: "replay failed",
-                last: Some(ServerFrame::Error {
-                    code: ErrorCode::NatsUnavailable,
-                    message: "the history could not be read; reconnect with the same cursor".into(),
-                    r#ref: None,
-                }),
-            }
+            Disconnect::ReplayFailed
         }
     }
 
     /// Handles one client text frame; `Some` ends the session.
-    async fn on_frame(&mut self, text: &str) -> Option<End> {
+    async fn on_frame(&mut self, text: &str) -> Option<Disconnect> {
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
             Err(err) => {
@@ -617,20 +581,16 @@ async fn write_batch(
 async fn finish(
     mut sink: Sink,
     stream: Option<SplitStream<WebSocket>>,
-    end: End,
+    end: Disconnect,
     stuck: bool,
+    metrics: &Metrics,
 ) -> bool {
-    let End::Close { code, reason, last } = end else {
+    end.count(metrics);
+    let Some((code, reason)) = end.close() else {
         return false;
     };
-    // A slow consumer's socket is full: give its close frame longer to get out.
-    let bound = if stuck {
-        STUCK_CLOSE_TIMEOUT
-    } else if code == ErrorCode::SlowConsumer.close_code().unwrap_or_default() {
-        SLOW_CLOSE_TIMEOUT
-    } else {
-        CLOSE_TIMEOUT
-    };
+    let last = end.last_frame(Transport::WebSocket);
+    let bound = end.close_timeout(Transport::WebSocket, stuck);
     let closing = async {
         if let Some(frame) = last {
             sink.send(Message::Text(frame.to_json().into())).await?;
@@ -652,73 +612,16 @@ async fn finish(
     matches!(tokio::time::timeout(bound, closing).await, Ok(Ok(())))
 }
 
-fn drained() -> End {
-    End::Close {
-        code: CLOSE_SERVICE_RESTART,
-        reason: "draining",
-        last: Some(ServerFrame::Reconnect {
-            reason: "draining".into(),
-        }),
-    }
-}
-
-fn rate_limited() -> End {
-    End::Close {
-        code: ErrorCode::RateLimited
-            .close_code()
-            .unwrap_or(CLOSE_INTERNAL),
-        reason: "RATE_LIMITED",
-        last: Some(ServerFrame::Error {
-            code: ErrorCode::RateLimited,
-            message: "too many frames, too often".into(),
-            r#ref: None,
-        }),
-    }
-}
-
-fn slow_consumer(metrics: &Metrics) -> End {
-    metrics.slow_consumer();
-    End::Close {
-        code: ErrorCode::SlowConsumer
-            .close_code()
-            .unwrap_or(CLOSE_INTERNAL),
-        reason: "SLOW_CONSUMER",
-        last: Some(ServerFrame::Error {
-            code: ErrorCode::SlowConsumer,
-            message: "the socket read too slowly; resume from your last seq".into(),
-            r#ref: None,
-        }),
-    }
-}
-
-fn token_expired(metrics: &Metrics) -> End {
-    metrics.auth_failed(ErrorCode::ExpiredToken);
-    End::Close {
-        code: ErrorCode::ExpiredToken
-            .close_code()
-            .unwrap_or(CLOSE_INTERNAL),
-        reason: "EXPIRED_TOKEN",
-        last: Some(ServerFrame::Error {
-            code: ErrorCode::ExpiredToken,
-            message: "the token expired; refresh it with an `auth` frame before `exp`".into(),
-            r#ref: None,
-        }),
-    }
-}
-
-/// A read error: a frame over the limit gets 1009, anything else ends quietly.
-fn read_error(err: axum::Error) -> End {
+/// A read error: a frame over the limit ends with its own close code,
+/// anything else quietly.
+fn read_error(err: axum::Error) -> Disconnect {
     let too_big = err
         .into_inner()
         .downcast_ref::<tungstenite::Error>()
         .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)));
     if too_big {
-        End::Close {
-            code: CLOSE_TOO_BIG,
-            reason: "frame too large",
-            last: None,
-        }
+        Disconnect::FrameTooLarge
     } else {
-        End::Gone
+        Disconnect::Gone
     }
 }

@@ -24,7 +24,7 @@
 //! transient end (`SLOW_CONSUMER`, `NATS_UNAVAILABLE`, a `reconnect` frame, or
 //! no frame at all: reconnect with `Last-Event-ID`) by the last frame's code.
 
-use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::HashMap, convert::Infallible, sync::Arc};
 
 use axum::{
     extract::{Query, State},
@@ -45,6 +45,7 @@ use tracing::Instrument;
 
 use crate::{
     admission::{Admitted, admit, refuse_before_upgrade},
+    disconnect::Disconnect,
     hub::{Hub, MemberId},
     metrics::Transport,
     outbox::{OutboxReceiver, outbox},
@@ -67,12 +68,9 @@ pub(crate) async fn sse(
     let (events, body) = mpsc::channel::<Event>(BODY_BUFFER);
     match admit(&state, &headers, &query) {
         Err(refusal) => {
-            let frame = ServerFrame::Error {
-                code: refusal.code,
-                message: refusal.message,
-                r#ref: None,
-            };
-            let _ = events.try_send(frame_event(&frame));
+            if let Some(frame) = Disconnect::Refused(refusal).last_frame(Transport::Sse) {
+                let _ = events.try_send(frame_event(&frame));
+            }
         }
         Ok(admitted) => {
             let last_event_id = headers
@@ -149,9 +147,7 @@ async fn run(
             Ok(hw) => joined.push(hw),
             Err(err) => {
                 tracing::warn!(parent: &span, error = %err, "Joining a channel failed.");
-                let frame = error(ErrorCode::NatsUnavailable, "retry");
-                let _ = events.send(frame_event(&frame)).await;
-                return;
+                return end(&events, &state, Disconnect::JoinFailed, false).await;
             }
         }
     }
@@ -220,24 +216,22 @@ async fn run(
         .serve(&state, &mut receiver, admitted.claims.exp, &replay_failed)
         .instrument(span)
         .await;
-    if let Some(ServerFrame::Error { code, .. }) = &last {
-        match code {
-            ErrorCode::SlowConsumer => state.metrics.slow_consumer(),
-            ErrorCode::ExpiredToken => state.metrics.auth_failed(*code),
-            _ => {}
-        }
-    }
-    if let Some(frame) = last {
-        if stuck {
-            // Not being read, and past its deadline: no waiting for room.
-            let _ = stream.events.try_send(frame_event(&frame));
-        } else {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                stream.events.send(frame_event(&frame)),
-            )
-            .await;
-        }
+    end(&stream.events, &state, last, stuck).await;
+}
+
+/// Counts the end, and sends its last frame within its close timeout (at
+/// once or not at all for a stream `stuck` in a write).
+async fn end(events: &mpsc::Sender<Event>, state: &AppState, end: Disconnect, stuck: bool) {
+    end.count(&state.metrics);
+    let Some(frame) = end.last_frame(Transport::Sse) else {
+        return;
+    };
+    let bound = end.close_timeout(Transport::Sse, stuck);
+    if bound.is_zero() {
+        // Not being read, and past its deadline: no waiting for room.
+        let _ = events.try_send(frame_event(&frame));
+    } else {
+        let _ = tokio::time::timeout(bound, events.send(frame_event(&frame))).await;
     }
 }
 
@@ -265,53 +259,32 @@ struct Stream {
 }
 
 impl Stream {
-    /// Writes frames until the stream must end; returns its last frame, if
-    /// any, and whether it ended in the middle of a write.
+    /// Writes frames until the stream must end; returns why, and whether it
+    /// ended in the middle of a write.
     async fn serve(
         &mut self,
         state: &AppState,
         receiver: &mut OutboxReceiver,
         exp: u64,
         replay_failed: &tokio_util::sync::CancellationToken,
-    ) -> (Option<ServerFrame>, bool) {
+    ) -> (Disconnect, bool) {
         let overflowed = receiver.overflowed().clone();
         let expires_at = crate::deadline::unix_deadline(exp);
         let expiry = tokio::time::sleep_until(expires_at);
         tokio::pin!(expiry);
-        let draining = || ServerFrame::Reconnect {
-            reason: "draining".into(),
-        };
-        let slow = || {
-            error(
-                ErrorCode::SlowConsumer,
-                "the stream read too slowly; reconnect with Last-Event-ID",
-            )
-        };
-        let failed = || {
-            error(
-                ErrorCode::NatsUnavailable,
-                "the history could not be read; reconnect with Last-Event-ID",
-            )
-        };
-        let expired = || {
-            error(
-                ErrorCode::ExpiredToken,
-                "the token expired; reconnect with a fresh one",
-            )
-        };
         loop {
             tokio::select! {
                 biased;
-                () = state.draining.cancelled() => return (Some(draining()), false),
-                () = overflowed.cancelled() => return (Some(slow()), false),
-                () = replay_failed.cancelled() => return (Some(failed()), false),
-                () = &mut expiry => return (Some(expired()), false),
-                () = self.events.closed() => return (None, false),
+                () = state.draining.cancelled() => return (Disconnect::Draining, false),
+                () = overflowed.cancelled() => return (Disconnect::SlowConsumer, false),
+                () = replay_failed.cancelled() => return (Disconnect::ReplayFailed, false),
+                () = &mut expiry => return (Disconnect::TokenExpired, false),
+                () = self.events.closed() => return (Disconnect::Gone, false),
                 Some(frame) = receiver.recv() => {
                     // The timer may lag behind the clock: nothing is written
                     // once the token has expired.
                     if Instant::now() >= expires_at {
-                        return (Some(expired()), false);
+                        return (Disconnect::TokenExpired, false);
                     }
                     let len = frame.text.len();
                     let event = self.event_for(&frame.text);
@@ -322,16 +295,16 @@ impl Stream {
                         Err(TrySendError::Full(event)) => tokio::select! {
                             biased;
                             sent = self.events.send(event) => sent.is_ok(),
-                            () = state.draining.cancelled() => return (Some(draining()), false),
-                            () = overflowed.cancelled() => return (Some(slow()), false),
-                            () = replay_failed.cancelled() => return (Some(failed()), false),
-                            () = &mut expiry => return (Some(expired()), true),
-                            () = tokio::time::sleep(state.config.write_timeout) => return (Some(slow()), true),
+                            () = state.draining.cancelled() => return (Disconnect::Draining, false),
+                            () = overflowed.cancelled() => return (Disconnect::SlowConsumer, false),
+                            () = replay_failed.cancelled() => return (Disconnect::ReplayFailed, false),
+                            () = &mut expiry => return (Disconnect::TokenExpired, true),
+                            () = tokio::time::sleep(state.config.write_timeout) => return (Disconnect::WriteTimeout, true),
                         },
                     };
                     receiver.release(len);
                     if !sent {
-                        return (None, false);
+                        return (Disconnect::Gone, false);
                     }
                     state.metrics.frames_written([frame.kind]);
                 }
@@ -384,14 +357,6 @@ fn parse_cursors(id: &str, n_channels: usize) -> Option<(String, Vec<u64>)> {
 
 fn frame_event(frame: &ServerFrame) -> Event {
     Event::default().data(frame.to_json())
-}
-
-fn error(code: ErrorCode, message: &str) -> ServerFrame {
-    ServerFrame::Error {
-        code,
-        message: message.into(),
-        r#ref: None,
-    }
 }
 
 #[cfg(test)]
