@@ -7,6 +7,7 @@
 
 mod admission;
 mod assets;
+mod attach;
 pub mod config;
 mod deadline;
 mod dev;

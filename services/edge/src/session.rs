@@ -9,9 +9,7 @@
 //! (`deadline`): the stop signal, token expiry, two silent heartbeats and the
 //! write timeout.
 
-use std::collections::BTreeMap;
-
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{
     SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
@@ -20,7 +18,7 @@ use herald_shared::{
     channel::Channel,
     error_code::ErrorCode,
     frames::{ClientFrame, ServerFrame, parse_client_frame},
-    ids::{Namespace, UserId},
+    ids::Namespace,
     jwt::UserClaims,
 };
 use tokio::time::Instant;
@@ -29,13 +27,13 @@ use tracing::Instrument;
 
 use crate::{
     admission::Admitted,
+    attach::{self, Attachment, Hello},
     deadline::{Interrupted, Watch, unix_deadline},
     disconnect::Disconnect,
-    hub::MemberId,
     metrics::{FrameKind, Metrics, Transport},
-    outbox::{Outbox, OutboxReceiver, Queued, outbox},
+    outbox::{OutboxReceiver, Queued, outbox},
     rate_limit::{RateLimiter, Verdict},
-    replay::{Cursor, Replay, Replays},
+    replay::Cursor,
     state::AppState,
 };
 
@@ -45,16 +43,9 @@ type Sink = SplitSink<WebSocket, Message>;
 
 struct Session {
     state: AppState,
-    member: MemberId,
     claims: UserClaims,
-    user: UserId,
-    user_channel: Channel,
-    namespaces: Vec<Namespace>,
-    outbox: Outbox,
-    /// Running replays, one per channel; stopped on `unsubscribe`, aborted
-    /// when the session ends.
-    replays: Replays,
-    /// Cancelled by a replay that could not read the stream.
+    /// The channels, their replays, and the outbox their frames go to.
+    attachment: Attachment,
     /// Cancelled when the session must end: the node drains (a child of its
     /// drain token), the outbox overflowed, or a replay failed. One signal for
     /// the loop to watch; `stopped` tells which.
@@ -78,13 +69,8 @@ pub(crate) fn run(
     let stop = state.draining.child_token();
     let (outbox, receiver) = outbox(state.config.outbound_queue_bytes, stop.clone());
     let mut session = Session {
-        member: state.hub.member_id(),
-        user_channel: Channel::user(admitted.user.clone()),
-        user: admitted.user,
+        attachment: Attachment::new(state.clone(), outbox, stop.clone()),
         claims: admitted.claims,
-        namespaces: Vec::new(),
-        outbox,
-        replays: Replays::default(),
         stop,
         limiter: RateLimiter::new(
             state.config.client_frames_per_sec,
@@ -96,115 +82,45 @@ pub(crate) fn run(
     };
     let (sink, stream) = socket.split();
     let Admitted {
+        user,
         namespaces,
         resume,
         notices,
         ..
     } = admitted;
+    let hello = Hello {
+        session_id,
+        token_exp: session.claims.exp,
+        user: user.clone(),
+    };
+    // Every channel named at connect resumes from the one cursor given.
+    let start = attach::channels(&user, &namespaces)
+        .into_iter()
+        .map(|channel| (channel, resume.clone()))
+        .collect();
     // The span is entered around what runs once or rarely (start, a client
     // frame, the close), not around the loop: entering it on every poll cost
     // about 4% of a broadcast's CPU. Those futures are also boxed, so the
     // task an idle socket keeps is small.
     async move {
         let _connection = connection;
-        let start = session.start(session_id, namespaces, resume, notices);
+        let start = session.attachment.attach(hello, start, notices);
         let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {
-            Ok(()) => session.serve(sink, stream, receiver, &span).await,
+            Ok(_) => session.serve(sink, stream, receiver, &span).await,
             Err(end) => {
                 let finish = finish(sink, None, end, false, &session.state.metrics);
                 Box::pin(finish.instrument(span.clone())).await
             }
         };
-        // Dropping the session leaves its channels (also if it panicked).
+        // Dropping the session's attachment leaves its channels (also if it panicked).
         span.in_scope(|| tracing::debug!(closed = end, "Session ended."));
-    }
-}
-
-/// Leaving the channels on drop rather than after the last `await`: a
-/// session that panics is dropped too, and must not keep its channels (and
-/// the node's NATS subscriptions for them) for good.
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.leave_all();
     }
 }
 
 // === impl Session ===
 
 impl Session {
-    /// Joins the user's channel and the namespaces, and queues `welcome`
-    /// first, so it is written before any event of those channels.
-    async fn start(
-        &mut self,
-        session_id: uuid::Uuid,
-        namespaces: Vec<Namespace>,
-        resume: Option<Cursor>,
-        notices: Vec<ServerFrame>,
-    ) -> Result<(), Disconnect> {
-        let mut channels = vec![self.user_channel.clone()];
-        channels.extend(namespaces.iter().cloned().map(Channel::namespace));
-        // Every channel joins as "replaying": its live frames are held, so
-        // `welcome` (which carries each channel's starting seq) still goes first.
-        let mut joined = Vec::with_capacity(channels.len());
-        for channel in &channels {
-            match self
-                .state
-                .hub
-                .join(channel, self.member, &self.outbox, true)
-                .await
-            {
-                Ok(hw) => {
-                    // Recorded at once, so whatever happens next leaves it.
-                    if let Some(namespace) = channel.as_namespace() {
-                        self.namespaces.push(namespace.clone());
-                    }
-                    joined.push((channel.clone(), hw));
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "Joining a channel failed.");
-                    return Err(Disconnect::JoinFailed);
-                }
-            }
-        }
-        // Where each channel starts for this client: the cursor it resumes
-        // from (the replay brings what is above it), else the join-time seq.
-        let epoch = &*self.state.epoch;
-        let seqs: BTreeMap<Channel, u64> = joined
-            .iter()
-            .map(|(channel, hw)| {
-                let start = match &resume {
-                    Some(cursor) if cursor.epoch.as_deref().is_none_or(|e| e == epoch) => {
-                        cursor.since
-                    }
-                    _ => *hw,
-                };
-                (channel.clone(), start)
-            })
-            .collect();
-        self.send(ServerFrame::Welcome {
-            session_id: session_id.to_string(),
-            user: self.user.clone(),
-            node: self.state.config.node_id.clone(),
-            epoch: self.state.epoch.to_string(),
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            channels: channels.clone(),
-            token_exp: self.claims.exp,
-            seqs,
-        });
-        // Then each channel goes live above its join-time seq, after its replay if resuming.
-        for (channel, hw) in joined {
-            match &resume {
-                Some(cursor) => self.replay(channel, cursor.clone(), hw),
-                None => self.state.hub.finish_replay(&channel, self.member, hw),
-            }
-        }
-        for notice in notices {
-            self.send(notice);
-        }
-        Ok(())
-    }
-
     async fn serve(
         &mut self,
         mut sink: Sink,
@@ -390,13 +306,9 @@ impl Session {
                 self.subscribe(r#ref, namespace, resume).await;
             }
             ClientFrame::Unsubscribe { r#ref, namespace } => {
-                let channel = Channel::namespace(namespace.clone());
-                if let Some(at) = self.namespaces.iter().position(|ns| *ns == namespace) {
-                    self.namespaces.remove(at);
-                    // Before `unsubscribed` is queued: nothing of the channel follows it.
-                    self.replays.stop(&channel).await;
-                    self.state.hub.leave(&channel, self.member);
-                }
+                let channel = Channel::namespace(namespace);
+                // Before `unsubscribed` is queued: nothing of the channel follows it.
+                self.attachment.leave(&channel).await;
                 self.send(ServerFrame::Unsubscribed { r#ref, channel });
             }
             ClientFrame::Auth { r#ref, token } => {
@@ -450,7 +362,7 @@ impl Session {
                 format!("the token does not allow `{namespace}`"),
             ));
         }
-        if self.namespaces.contains(&namespace) {
+        if self.attachment.is_joined(&channel) {
             // Already joined: live delivery covers it; a cursor here would replay twice.
             let seq = self.state.hub.hw(&channel).unwrap_or(0);
             return self.send(ServerFrame::Subscribed {
@@ -460,15 +372,11 @@ impl Session {
             });
         }
         let max = self.state.config.max_namespaces_per_socket;
-        if self.namespaces.len() >= max {
+        if self.attachment.namespaces().count() >= max {
             let message = format!("at most {max} namespaces per socket");
             return self.send(refuse(ErrorCode::TooManySubscriptions, message));
         }
-        let joined = self
-            .state
-            .hub
-            .join(&channel, self.member, &self.outbox, resume.is_some())
-            .await;
+        let joined = self.attachment.join(&channel, resume.is_some()).await;
         let hw = match joined {
             Ok(hw) => hw,
             Err(err) => {
@@ -479,7 +387,6 @@ impl Session {
                 ));
             }
         };
-        self.namespaces.push(namespace);
         // `subscribed` first: the replayed events (seq <= its `seq`) follow it.
         self.send(ServerFrame::Subscribed {
             r#ref,
@@ -487,34 +394,21 @@ impl Session {
             seq: hw,
         });
         if let Some(cursor) = resume {
-            self.replay(channel, cursor, hw);
+            self.attachment.replay(channel, cursor, hw);
         }
-    }
-
-    /// Replays `channel` from `cursor` up to `upto` alongside the session's writes.
-    fn replay(&mut self, channel: Channel, cursor: Cursor, upto: u64) {
-        let replay = Replay {
-            state: self.state.clone(),
-            channel,
-            member: self.member,
-            outbox: self.outbox.clone(),
-            cursor,
-            upto,
-            failed: self.stop.clone(),
-        };
-        self.replays.start(replay);
     }
 
     /// After a token refresh: leave namespaces the new token no longer allows.
     fn drop_revoked_namespaces(&mut self) {
-        let (kept, revoked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.namespaces)
-            .into_iter()
-            .partition(|ns| self.claims.allows(ns));
-        self.namespaces = kept;
+        let revoked: Vec<Namespace> = self
+            .attachment
+            .namespaces()
+            .filter(|ns| !self.claims.allows(ns))
+            .cloned()
+            .collect();
         for namespace in revoked {
             let channel = Channel::namespace(namespace);
-            self.replays.abort(&channel);
-            self.state.hub.leave(&channel, self.member);
+            self.attachment.drop_channel(&channel);
             self.send(ServerFrame::Error {
                 code: ErrorCode::ForbiddenNamespace,
                 message: format!("the new token does not allow `{channel}`; unsubscribed"),
@@ -528,16 +422,7 @@ impl Session {
     }
 
     fn send(&self, frame: ServerFrame) {
-        self.outbox.push(Utf8Bytes::from(frame.to_json()));
-    }
-
-    fn leave_all(&self) {
-        self.state.hub.leave(&self.user_channel, self.member);
-        for namespace in &self.namespaces {
-            self.state
-                .hub
-                .leave(&Channel::namespace(namespace.clone()), self.member);
-        }
+        self.attachment.send(frame);
     }
 }
 

@@ -24,7 +24,7 @@
 //! transient end (`SLOW_CONSUMER`, `NATS_UNAVAILABLE`, a `reconnect` frame, or
 //! no frame at all: reconnect with `Last-Event-ID`) by the last frame's code.
 
-use std::{collections::HashMap, convert::Infallible, sync::Arc};
+use std::{collections::HashMap, convert::Infallible};
 
 use axum::{
     extract::{Query, State},
@@ -41,15 +41,16 @@ use tokio::{
     sync::mpsc::{self, error::TrySendError},
     time::Instant,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
     admission::{Admitted, admit, refuse_before_upgrade},
+    attach::{self, Attachment, Hello},
     disconnect::Disconnect,
-    hub::{Hub, MemberId},
     metrics::Transport,
     outbox::{OutboxReceiver, outbox},
-    replay::{Cursor, Replay},
+    replay::Cursor,
     state::AppState,
 };
 
@@ -106,20 +107,13 @@ async fn run(
     last_event_id: Option<String>,
 ) {
     let _connection = state.metrics.connection_opened(Transport::Sse);
-    let member = state.hub.member_id();
-    let mut channels = vec![Channel::user(admitted.user.clone())];
-    channels.extend(admitted.namespaces.iter().cloned().map(Channel::namespace));
-    let (outbox, mut receiver) = outbox(
-        state.config.outbound_queue_bytes,
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let channels = attach::channels(&admitted.user, &admitted.namespaces);
+    let (outbox, mut receiver) =
+        outbox(state.config.outbound_queue_bytes, CancellationToken::new());
     let span = tracing::info_span!("sse", user = %admitted.user);
-    // Leaves every channel when the session ends, however it ends.
-    let _joined = Joined {
-        hub: state.hub.clone(),
-        channels: channels.clone(),
-        member,
-    };
+    let replay_failed = CancellationToken::new();
+    // Leaves every channel when the stream ends, however it ends.
+    let mut attachment = Attachment::new(state.clone(), outbox, replay_failed.clone());
 
     let mut notices = admitted.notices;
     let resume = match last_event_id
@@ -139,73 +133,33 @@ async fn run(
             None
         }
     };
-    // Every channel joins as "replaying": its live frames are held, so
-    // `welcome` (which carries each channel's starting seq) still goes first.
-    let mut joined = Vec::with_capacity(channels.len());
-    for channel in &channels {
-        match state.hub.join(channel, member, &outbox, true).await {
-            Ok(hw) => joined.push(hw),
-            Err(err) => {
-                tracing::warn!(parent: &span, error = %err, "Joining a channel failed.");
-                return end(&events, &state, Disconnect::JoinFailed, false).await;
-            }
-        }
-    }
-    outbox.push(
-        ServerFrame::Welcome {
-            session_id: uuid::Uuid::new_v4().to_string(),
-            user: admitted.user.clone(),
-            node: state.config.node_id.clone(),
-            epoch: state.epoch.to_string(),
-            heartbeat_ms: state.config.heartbeat.as_millis() as u64,
-            channels: channels.clone(),
-            token_exp: admitted.claims.exp,
-            // The cursor each channel resumes from, else its join-time seq.
-            seqs: channels
-                .iter()
-                .cloned()
-                .zip(joined.iter().enumerate().map(|(i, hw)| match &resume {
-                    Some((epoch, seqs)) if *epoch == *state.epoch => seqs[i],
-                    _ => *hw,
-                }))
-                .collect(),
-        }
-        .to_json()
-        .into(),
-    );
-    let replay_failed = tokio_util::sync::CancellationToken::new();
-    let mut replays = tokio::task::JoinSet::new();
-    let mut cursors = Vec::with_capacity(channels.len());
-    for (i, (channel, hw)) in channels.iter().zip(joined).enumerate() {
-        let since = resume
-            .as_ref()
-            .map(|(epoch, seqs)| (epoch.clone(), seqs[i]));
-        // A cursor of another epoch means nothing here (the replay says
-        // `history_truncated`): the stream's cursor starts at the live position.
-        let resumes_here = since.as_ref().filter(|(epoch, _)| **epoch == *state.epoch);
-        cursors.push(resumes_here.map_or(hw, |(_, since)| *since));
-        match since {
-            Some((epoch, since)) => {
-                let replay = Replay {
-                    state: state.clone(),
-                    channel: channel.clone(),
-                    member,
-                    outbox: outbox.clone(),
-                    cursor: Cursor {
-                        since,
-                        epoch: Some(epoch),
-                    },
-                    upto: hw,
-                    failed: replay_failed.clone(),
-                };
-                replays.spawn(replay.run().instrument(span.clone()));
-            }
-            None => state.hub.finish_replay(channel, member, hw),
-        }
-    }
-    for notice in notices {
-        outbox.push(notice.to_json().into());
-    }
+    // Each channel resumes from its own seq in the cursor.
+    let start = channels
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, channel)| {
+            let cursor = resume.as_ref().map(|(epoch, seqs)| Cursor {
+                since: seqs[i],
+                epoch: Some(epoch.clone()),
+            });
+            (channel, cursor)
+        })
+        .collect();
+    let hello = Hello {
+        session_id: uuid::Uuid::new_v4(),
+        user: admitted.user.clone(),
+        token_exp: admitted.claims.exp,
+    };
+    let attached = attachment
+        .attach(hello, start, notices)
+        .instrument(span.clone())
+        .await;
+    // The stream's cursor starts where `welcome` says each channel starts.
+    let cursors = match attached {
+        Ok(seqs) => seqs,
+        Err(failed) => return end(&events, &state, failed, false).await,
+    };
     let mut stream = Stream {
         events,
         channels,
@@ -235,21 +189,6 @@ async fn end(events: &mpsc::Sender<Event>, state: &AppState, end: Disconnect, st
     }
 }
 
-/// The channels a stream joined, left on drop: also if the session panics.
-struct Joined {
-    hub: Arc<Hub>,
-    channels: Vec<Channel>,
-    member: MemberId,
-}
-
-impl Drop for Joined {
-    fn drop(&mut self) {
-        for channel in &self.channels {
-            self.hub.leave(channel, self.member);
-        }
-    }
-}
-
 struct Stream {
     events: mpsc::Sender<Event>,
     channels: Vec<Channel>,
@@ -266,7 +205,7 @@ impl Stream {
         state: &AppState,
         receiver: &mut OutboxReceiver,
         exp: u64,
-        replay_failed: &tokio_util::sync::CancellationToken,
+        replay_failed: &CancellationToken,
     ) -> (Disconnect, bool) {
         let overflowed = receiver.overflowed().clone();
         let expires_at = crate::deadline::unix_deadline(exp);
