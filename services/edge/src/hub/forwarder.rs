@@ -1,0 +1,246 @@
+//! One channel's forwarder: the task that holds the channel's NATS
+//! subscription and turns each live message into a delivery, in seq order,
+//! filling any gap from the stream first.
+//!
+//! A live message whose `Nats-Last-Sequence` (the previous seq on the same
+//! subject) is above the channel's `hw` reveals a gap, repaired before the
+//! message is delivered; a reconcile pass asks for a catch-up when the
+//! stream's last seq is above `hw`. The task is the only one that delivers,
+//! so it alone moves `hw`.
+
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use async_nats::{
+    Subscriber,
+    header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_TIME_STAMP},
+};
+use futures_util::StreamExt;
+use herald_shared::{channel::Channel, subject::live_subject, trace_context};
+use tokio::{sync::mpsc, task::AbortHandle};
+
+use super::{
+    channel::Entry,
+    gap::{Gap, Live},
+};
+use crate::{
+    metrics::{Metrics, parse_time_stamp},
+    stream_reader::{Range, ReadError, StreamReader},
+};
+
+/// How long subscribing a channel may take (the client waits while it reconnects).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a failed gap repair is retried before the message is delivered anyway.
+const REPAIR_ATTEMPTS: u32 = 5;
+
+/// Subscribing a channel, or reading where it stands, failed.
+///
+/// Each message repeats its cause's: log lines (JSON ones too) print only
+/// the top error, and the cause is what an operator needs. The cause is
+/// also the `source`, for code that walks the chain.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JoinError {
+    #[error("joining {channel} failed: subscribing: {source}")]
+    Subscribe {
+        channel: Channel,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    #[error("joining {channel} failed: flushing the subscription: {source}")]
+    Flush {
+        channel: Channel,
+        #[source]
+        source: async_nats::client::FlushError,
+    },
+    #[error("joining {channel} failed: no subscription within {SUBSCRIBE_TIMEOUT:?}")]
+    TimedOut { channel: Channel },
+    #[error("joining {channel} failed: reading its last seq: {source}")]
+    LastSeq {
+        channel: Channel,
+        #[source]
+        source: ReadError,
+    },
+}
+
+/// The running forwarder: asks for catch-ups, and unsubscribes when dropped.
+#[derive(Debug)]
+pub(super) struct Forwarder {
+    catch_up: mpsc::UnboundedSender<u64>,
+    task: AbortHandle,
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// === impl Forwarder ===
+
+impl Forwarder {
+    /// Subscribes to the channel's live copies, sets the entry's `hw` to the
+    /// channel's last stored seq, and spawns the task. Returns once the
+    /// server has the subscription, so nothing stored later can be missed.
+    pub(super) async fn start(
+        nats: &async_nats::Client,
+        reader: &StreamReader,
+        metrics: &Arc<Metrics>,
+        entry: &Arc<Entry>,
+    ) -> Result<Self, JoinError> {
+        let channel = || entry.channel.clone();
+        // Bounded: a join either starts live delivery or fails (and the client hears so).
+        let subscribing = async {
+            let subscriber = nats
+                .subscribe(String::from(live_subject(&entry.channel)))
+                .await
+                .map_err(|source| JoinError::Subscribe {
+                    channel: channel(),
+                    source,
+                })?;
+            // The SUB is written to the server before the last seq is read.
+            nats.flush().await.map_err(|source| JoinError::Flush {
+                channel: channel(),
+                source,
+            })?;
+            Ok(subscriber)
+        };
+        let subscriber = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing)
+            .await
+            .map_err(|_| JoinError::TimedOut { channel: channel() })??;
+        // Anything stored from now on reaches us live; start above what is stored already.
+        let lasts = reader
+            .last_seqs(std::slice::from_ref(&entry.stored_subject))
+            .await
+            .map_err(|source| JoinError::LastSeq {
+                channel: channel(),
+                source,
+            })?;
+        entry.start_at(lasts.get(&entry.stored_subject).copied().unwrap_or(0));
+
+        let (catch_up, requests) = mpsc::unbounded_channel();
+        let forwarding = Forwarding {
+            entry: Arc::downgrade(entry),
+            channel: entry.channel.clone(),
+            stored_subject: entry.stored_subject.clone(),
+            reader: reader.clone(),
+            metrics: metrics.clone(),
+        };
+        let task = tokio::spawn(forwarding.run(subscriber, requests));
+        Ok(Self {
+            catch_up,
+            task: task.abort_handle(),
+        })
+    }
+
+    /// Asks the task to deliver what is stored up to `upto` (if above `hw`).
+    pub(super) fn catch_up(&self, upto: u64) {
+        let _ = self.catch_up.send(upto);
+    }
+}
+
+/// What a channel's forwarder task owns.
+struct Forwarding {
+    /// Weak: the task keeps no channel alive; the hub aborts it when the
+    /// channel's last member leaves.
+    entry: Weak<Entry>,
+    channel: Channel,
+    stored_subject: String,
+    reader: StreamReader,
+    metrics: Arc<Metrics>,
+}
+
+// === impl Forwarding ===
+
+impl Forwarding {
+    async fn run(self, mut subscriber: Subscriber, mut catch_ups: mpsc::UnboundedReceiver<u64>) {
+        loop {
+            tokio::select! {
+                // Live copies first: a reconcile pass asks to catch up to the
+                // stream's last seq, and copies already queued here would
+                // otherwise be read again from the stream (and counted as a
+                // repaired gap) under load.
+                biased;
+                message = subscriber.next() => {
+                    let Some(message) = message else { return };
+                    let Some(entry) = self.entry.upgrade() else { return };
+                    let header = |name| {
+                        message.headers.as_ref()?.get_last(name)?.as_str().parse::<u64>().ok()
+                    };
+                    let Some(seq) = header(NATS_SEQUENCE) else {
+                        tracing::warn!(channel = %self.channel, "Live message without Nats-Sequence; skipped.");
+                        continue;
+                    };
+                    // The previous seq stored on this subject: above hw means we missed some.
+                    let previous = header(NATS_LAST_SEQUENCE).unwrap_or(0);
+                    match Live::classify(entry.hw(), seq, previous) {
+                        Live::Stale => continue,
+                        Live::Next => {}
+                        // Boxed: rare, and large next to the loop the task keeps.
+                        Live::AfterGap(gap) => Box::pin(self.repair(&entry, gap, "live")).await,
+                    }
+                    let stored_at = message
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get_last(NATS_TIME_STAMP))
+                        .and_then(|value| parse_time_stamp(value.as_str()));
+                    // RePublish keeps the publisher's headers: the delivery
+                    // joins the trace of the request that stored the message.
+                    let span = tracing::info_span!(
+                        parent: None,
+                        "deliver",
+                        channel = %self.channel,
+                        seq,
+                        n_members = tracing::field::Empty,
+                    );
+                    if let Some(headers) = &message.headers {
+                        trace_context::set_parent(&span, headers);
+                    }
+                    span.in_scope(|| {
+                        let n_members = entry.deliver(seq, &message.payload, stored_at);
+                        span.record("n_members", n_members);
+                    });
+                }
+                Some(upto) = catch_ups.recv() => {
+                    let Some(entry) = self.entry.upgrade() else { return };
+                    if let Some(gap) = Gap::upto_last(entry.hw(), upto) {
+                        Box::pin(self.repair(&entry, gap, "reconcile")).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers the channel's stored messages in `(after, upto]`, retrying a
+    /// failed read a few times; after that the gap is logged as a loss.
+    #[tracing::instrument(name = "repair", parent = None, skip_all, fields(channel = %self.channel, after = gap.after, upto = gap.upto, found_by))]
+    async fn repair(&self, entry: &Entry, gap: Gap, found_by: &'static str) {
+        let Gap { after, upto } = gap;
+        let mut n_delivered = 0u64;
+        let mut attempt = 0;
+        let mut range = Range::new(self.stored_subject.clone(), after, upto);
+        loop {
+            match range.next_page(&self.reader).await {
+                Ok(Some(page)) => {
+                    for message in page {
+                        entry.deliver(message.seq, &message.payload, message.stored_at);
+                        n_delivered += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) if attempt + 1 < REPAIR_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(error = %err, attempt, "Gap repair read failed; retrying.");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(err) => {
+                    tracing::error!(channel = %self.channel, after, upto, error = %err, "Gap repair failed; notifications lost.");
+                    return;
+                }
+            }
+        }
+        self.metrics.gap_repaired(n_delivered);
+        tracing::info!(channel = %self.channel, after, upto, n_repaired = n_delivered, found_by, "Gap repaired.");
+    }
+}
