@@ -12,6 +12,7 @@ pub mod config;
 mod deadline;
 mod dev;
 mod disconnect;
+mod frame;
 mod handshake;
 mod hub;
 mod metrics;

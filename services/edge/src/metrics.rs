@@ -19,7 +19,8 @@ use prometheus_client::{
     },
     registry::{Registry, Unit},
 };
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::frame::FrameKind;
 
 /// The `Content-Type` of `GET /metrics`.
 pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -30,20 +31,6 @@ pub(crate) enum Transport {
     WebSocket,
     /// Server-sent events (`GET /v1/sse`).
     Sse,
-}
-
-/// What a queued frame is, for what its socket write reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum FrameKind {
-    /// Not an event: `welcome`, `pong`, `error`, …
-    #[default]
-    Control,
-    /// An event read from the stream's history by a replay: a delivery, but
-    /// its age is not a delivery latency.
-    Replayed,
-    /// A live event, or a gap repair of one; `stored_at` is its
-    /// `Nats-Time-Stamp`, the start of its delivery latency.
-    Live { stored_at: Option<SystemTime> },
 }
 
 /// Counts a connection as open until dropped.
@@ -277,14 +264,6 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Parses a `Nats-Time-Stamp` header value (RFC 3339 with nanoseconds, UTC),
-/// as JetStream stamps stored, republished and directly read messages.
-pub(crate) fn parse_time_stamp(value: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .ok()
-        .map(SystemTime::from)
-}
-
 impl Transport {
     fn as_str(self) -> &'static str {
         match self {
@@ -413,14 +392,5 @@ mod tests {
             ),
             Some(1.0)
         );
-    }
-
-    #[test]
-    fn nats_time_stamps_parse_with_nanoseconds() {
-        let parsed = parse_time_stamp("2026-11-26T10:00:00.123456789Z").unwrap();
-        let since_epoch = parsed.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(since_epoch.subsec_nanos(), 123_456_789);
-        assert_eq!(since_epoch.as_secs(), 1_795_687_200);
-        assert_eq!(parse_time_stamp("yesterday"), None);
     }
 }

@@ -24,7 +24,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::FrameKind;
+use crate::frame::FrameKind;
 
 /// One queued frame, and what its socket write reports to the metrics.
 #[derive(Debug)]

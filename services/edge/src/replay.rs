@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
+    frame::FrameKind,
     hub::MemberId,
-    metrics::FrameKind,
     outbox::Outbox,
     state::AppState,
     stream_reader::{Range, ReadError},

@@ -47,6 +47,7 @@ use tracing::Instrument;
 use crate::{
     admission::{Admitted, admit, refuse_before_upgrade},
     attach::{self, Attachment, Hello},
+    deadline::unix_deadline,
     disconnect::Disconnect,
     metrics::Transport,
     outbox::{OutboxReceiver, outbox},
@@ -208,7 +209,7 @@ impl Stream {
         replay_failed: &CancellationToken,
     ) -> (Disconnect, bool) {
         let overflowed = receiver.overflowed().clone();
-        let expires_at = crate::deadline::unix_deadline(exp);
+        let expires_at = unix_deadline(exp);
         let expiry = tokio::time::sleep_until(expires_at);
         tokio::pin!(expiry);
         loop {

@@ -11,7 +11,7 @@ use axum::extract::ws::Utf8Bytes;
 use herald_shared::{channel::Channel, frames::encode_event_frame, subject::stored_subject};
 
 use super::recovery::Recovery;
-use crate::{metrics::FrameKind, outbox::Outbox};
+use crate::{frame::FrameKind, outbox::Outbox};
 
 /// Identifies one socket's membership in the hub.
 pub(crate) type MemberId = u64;
