@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     disconnect::Disconnect,
+    frame::Slot,
     hub::{JoinError, MemberId},
     outbox::Outbox,
     replay::{Cursor, Replay, Replays},
@@ -40,8 +41,12 @@ pub(crate) struct Attachment {
     state: AppState,
     member: MemberId,
     outbox: Outbox,
-    /// The joined channels, in join order (the user's own first).
-    channels: Vec<Channel>,
+    /// The joined channels, in join order (the user's own first), each with
+    /// the slot its frames are tagged with.
+    channels: Vec<(Channel, Slot)>,
+    /// The next channel's slot: slots are never reused, so the channels a
+    /// connection starts with have slots 0, 1, … in their order.
+    next_slot: Slot,
     /// Running replays, one per channel; stopped when the channel is left,
     /// aborted when the connection ends.
     replays: Replays,
@@ -76,6 +81,7 @@ impl Attachment {
             state,
             outbox,
             channels: Vec::new(),
+            next_slot: 0,
             replays: Replays::default(),
             failed,
         }
@@ -115,13 +121,12 @@ impl Attachment {
             node: config.node_id.clone(),
             epoch: epoch.to_string(),
             heartbeat_ms: config.heartbeat.as_millis() as u64,
-            channels: self.channels.clone(),
+            channels: joined.iter().map(|(channel, ..)| channel.clone()).collect(),
             token_exp: hello.token_exp,
-            seqs: self
-                .channels
+            seqs: joined
                 .iter()
-                .cloned()
-                .zip(seqs.iter().copied())
+                .zip(&seqs)
+                .map(|((channel, ..), seq)| (channel.clone(), *seq))
                 .collect::<BTreeMap<_, _>>(),
         });
         // Then each channel goes live above its join-time seq, after its replay if resuming.
@@ -144,24 +149,31 @@ impl Attachment {
         channel: &Channel,
         replaying: bool,
     ) -> Result<u64, JoinError> {
+        let slot = self.next_slot;
+        let outbox = self.outbox.for_channel(slot);
         let hw = self
             .state
             .hub
-            .join(channel, self.member, &self.outbox, replaying)
+            .join(channel, self.member, &outbox, replaying)
             .await?;
         // Recorded at once, so whatever happens next leaves it.
-        self.channels.push(channel.clone());
+        self.channels.push((channel.clone(), slot));
+        self.next_slot += 1;
         Ok(hw)
     }
 
     /// Replays `channel` from `cursor` up to `upto` alongside the
     /// connection's writes, then lets it go live.
     pub(crate) fn replay(&mut self, channel: Channel, cursor: Cursor, upto: u64) {
+        let outbox = match self.slot(&channel) {
+            Some(slot) => self.outbox.for_channel(slot),
+            None => self.outbox.clone(),
+        };
         self.replays.start(Replay {
             state: self.state.clone(),
             channel,
             member: self.member,
-            outbox: self.outbox.clone(),
+            outbox,
             cursor,
             upto,
             failed: self.failed.clone(),
@@ -172,7 +184,7 @@ impl Attachment {
     /// queued next (`unsubscribed`) comes after its last event; `false` if
     /// it was not joined.
     pub(crate) async fn leave(&mut self, channel: &Channel) -> bool {
-        let Some(at) = self.channels.iter().position(|c| c == channel) else {
+        let Some(at) = self.channels.iter().position(|(c, _)| c == channel) else {
             return false;
         };
         self.channels.remove(at);
@@ -183,18 +195,24 @@ impl Attachment {
 
     /// Leaves `channel` at once, its replay aborted without waiting.
     pub(crate) fn drop_channel(&mut self, channel: &Channel) {
-        self.channels.retain(|c| c != channel);
+        self.channels.retain(|(c, _)| c != channel);
         self.replays.abort(channel);
         self.state.hub.leave(channel, self.member);
     }
 
     pub(crate) fn is_joined(&self, channel: &Channel) -> bool {
-        self.channels.contains(channel)
+        self.slot(channel).is_some()
+    }
+
+    fn slot(&self, channel: &Channel) -> Option<Slot> {
+        self.channels
+            .iter()
+            .find_map(|(c, slot)| (c == channel).then_some(*slot))
     }
 
     /// The joined namespaces (every channel but the user's own).
     pub(crate) fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
-        self.channels.iter().filter_map(Channel::as_namespace)
+        self.channels.iter().filter_map(|(c, _)| c.as_namespace())
     }
 
     /// Queues a control frame.
@@ -203,7 +221,7 @@ impl Attachment {
     }
 
     fn leave_all(&self) {
-        for channel in &self.channels {
+        for (channel, _) in &self.channels {
             self.state.hub.leave(channel, self.member);
         }
     }

@@ -241,8 +241,8 @@ impl Metrics {
         for kind in kinds {
             match kind {
                 FrameKind::Control => {}
-                FrameKind::Replayed => n_events += 1,
-                FrameKind::Live { stored_at } => {
+                FrameKind::Replayed { .. } => n_events += 1,
+                FrameKind::Live { stored_at, .. } => {
                     n_events += 1;
                     // A clock step backwards reads as 0 rather than vanishing.
                     if let Some(stored_at) = stored_at {
@@ -359,11 +359,15 @@ mod tests {
         let stored_at = SystemTime::now() - Duration::from_millis(3);
         metrics.frames_written([
             FrameKind::Control,
-            FrameKind::Replayed,
+            FrameKind::Replayed { seq: 1 },
             FrameKind::Live {
+                seq: 2,
                 stored_at: Some(stored_at),
             },
-            FrameKind::Live { stored_at: None },
+            FrameKind::Live {
+                seq: 3,
+                stored_at: None,
+            },
         ]);
         metrics.slow_consumer();
         metrics.auth_failed(ErrorCode::InvalidToken);

@@ -138,7 +138,10 @@ impl Replay {
                 };
                 if !self
                     .outbox
-                    .push_when_room(Utf8Bytes::from(frame), FrameKind::Replayed)
+                    .push_when_room(
+                        Utf8Bytes::from(frame),
+                        FrameKind::Replayed { seq: message.seq },
+                    )
                     .await
                 {
                     // The socket is gone or cut off; it resumes again later.

@@ -35,8 +35,7 @@ use axum::{
     },
 };
 use futures_util::stream;
-use herald_shared::{channel::Channel, error_code::ErrorCode, frames::ServerFrame};
-use serde::Deserialize;
+use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use tokio::{
     sync::mpsc::{self, error::TrySendError},
     time::Instant,
@@ -50,7 +49,7 @@ use crate::{
     deadline::unix_deadline,
     disconnect::Disconnect,
     metrics::Transport,
-    outbox::{OutboxReceiver, outbox},
+    outbox::{OutboxReceiver, Queued, outbox},
     replay::Cursor,
     state::AppState,
 };
@@ -136,8 +135,7 @@ async fn run(
     };
     // Each channel resumes from its own seq in the cursor.
     let start = channels
-        .iter()
-        .cloned()
+        .into_iter()
         .enumerate()
         .map(|(i, channel)| {
             let cursor = resume.as_ref().map(|(epoch, seqs)| Cursor {
@@ -163,7 +161,6 @@ async fn run(
     };
     let mut stream = Stream {
         events,
-        channels,
         cursors,
         epoch: state.epoch.to_string(),
     };
@@ -192,8 +189,7 @@ async fn end(events: &mpsc::Sender<Event>, state: &AppState, end: Disconnect, st
 
 struct Stream {
     events: mpsc::Sender<Event>,
-    channels: Vec<Channel>,
-    /// The last seq sent per channel, in `channels` order: the SSE `id`.
+    /// The last seq sent per channel, in `welcome`'s order: the SSE `id`.
     cursors: Vec<u64>,
     epoch: String,
 }
@@ -227,7 +223,7 @@ impl Stream {
                         return (Disconnect::TokenExpired, false);
                     }
                     let len = frame.text.len();
-                    let event = self.event_for(&frame.text);
+                    let event = self.event_for(&frame);
                     let sent = match self.events.try_send(event) {
                         Ok(()) => true,
                         Err(TrySendError::Closed(_)) => false,
@@ -252,33 +248,18 @@ impl Stream {
         }
     }
 
-    /// An `event` frame advances its channel's cursor and carries the whole cursor as `id`.
-    fn event_for(&mut self, frame: &str) -> Event {
-        #[derive(Deserialize)]
-        struct Head {
-            #[serde(rename = "type")]
-            kind: String,
-            #[serde(default)]
-            channel: Option<String>,
-            #[serde(default)]
-            seq: Option<u64>,
-        }
-        let event = Event::default().data(frame);
-        let Ok(Head {
-            kind,
-            channel: Some(channel),
-            seq: Some(seq),
-        }) = serde_json::from_str::<Head>(frame)
-        else {
+    /// An event advances its channel's cursor and carries the whole cursor
+    /// as `id`. Its channel is its slot: the stream's channels are the ones
+    /// it started with, so slot `i` is `cursors[i]`.
+    fn event_for(&mut self, frame: &Queued) -> Event {
+        let event = Event::default().data(frame.text.as_str());
+        let (Some(slot), Some(seq)) = (frame.channel, frame.kind.seq()) else {
             return event;
         };
-        let Some(i) = self.channels.iter().position(|c| c.to_string() == channel) else {
+        let Some(cursor) = self.cursors.get_mut(slot as usize) else {
             return event;
         };
-        if kind != "event" {
-            return event;
-        }
-        self.cursors[i] = self.cursors[i].max(seq);
+        *cursor = (*cursor).max(seq);
         let seqs: Vec<String> = self.cursors.iter().map(u64::to_string).collect();
         event.id(format!("{}/{}", self.epoch, seqs.join(".")))
     }
