@@ -239,17 +239,16 @@ impl Metrics {
         let now = SystemTime::now();
         let mut n_events = 0;
         for kind in kinds {
-            match kind {
-                FrameKind::Control => {}
-                FrameKind::Replayed { .. } => n_events += 1,
-                FrameKind::Live { stored_at, .. } => {
-                    n_events += 1;
-                    // A clock step backwards reads as 0 rather than vanishing.
-                    if let Some(stored_at) = stored_at {
-                        let latency = now.duration_since(stored_at).unwrap_or_default();
-                        self.delivery_latency.observe(latency.as_secs_f64());
-                    }
-                }
+            // Events have a seq; control frames do not.
+            n_events += u64::from(kind.seq().is_some());
+            if let FrameKind::Live {
+                stored_at: Some(stored_at),
+                ..
+            } = kind
+            {
+                // A clock step backwards reads as 0 rather than vanishing.
+                let latency = now.duration_since(stored_at).unwrap_or_default();
+                self.delivery_latency.observe(latency.as_secs_f64());
             }
         }
         if n_events > 0 {
