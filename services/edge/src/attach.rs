@@ -158,7 +158,9 @@ impl Attachment {
             .await?;
         // Recorded at once, so whatever happens next leaves it.
         self.channels.push((channel.clone(), slot));
-        self.next_slot += 1;
+        // Only SSE reads slots, and a stream joins each channel once: a
+        // socket that subscribed 2^32 times may wrap around harmlessly.
+        self.next_slot = self.next_slot.wrapping_add(1);
         Ok(hw)
     }
 
