@@ -13,6 +13,7 @@
 //! held ([`recovery`]) while the session replays `(since, hw]` from the
 //! stream, and `finish_replay` then queues the held frames above what was
 //! replayed.
+//!
 //! Nothing here waits on a socket: a full outbox is the socket's problem.
 
 mod channel;
