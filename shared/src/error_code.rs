@@ -135,6 +135,21 @@ impl ErrorCode {
     }
 }
 
+/// WebSocket close codes that are not an [`ErrorCode`]'s own (RFC 6455
+/// section 7.4.1): how a connection ends for a reason the client cannot act on.
+pub mod close {
+    /// A refusal whose code has no close code of its own.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A client frame over the size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An unexpected server-side failure.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The node is going away (draining): reconnect, to another node.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// A transient failure (NATS, the history): reconnect a little later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1,5 +1,5 @@
-//! `GET /v1/ws`: authenticate at the handshake, then hand the socket to a
-//! tracked session, or tell it why not and close it with the matching code.
+//! `GET /v1/ws`: the WebSocket upgrade. An admitted socket goes to a
+//! tracked session; a refused one is told why and closed with the matching code.
 
 use std::{collections::HashMap, pin::Pin};
 
@@ -8,17 +8,18 @@ use axum::{
         Query, State,
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
     },
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::HeaderMap,
+    response::Response,
 };
-use herald_shared::{
-    error_code::ErrorCode,
-    frames::{MAX_CLIENT_FRAME_BYTES, ServerFrame},
-    ids::{Namespace, UserId},
-    jwt::{TokenError, UserClaims},
-};
+use herald_shared::frames::MAX_CLIENT_FRAME_BYTES;
 
-use crate::{config::Config, replay::Cursor, session, state::AppState};
+use crate::{
+    admission::{Refusal, admit, refuse_before_upgrade},
+    disconnect::Disconnect,
+    metrics::Transport,
+    session,
+    state::AppState,
+};
 
 /// tungstenite reads into a buffer of this size, which an idle socket keeps; its
 /// default (128 KiB, zero-filled on first read) would cost more than everything
@@ -27,26 +28,6 @@ use crate::{config::Config, replay::Cursor, session, state::AppState};
 const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are coalesced up to this many bytes before a write.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-
-/// A socket that passed authentication.
-#[derive(Debug)]
-pub(crate) struct Admitted {
-    pub(crate) user: UserId,
-    pub(crate) claims: UserClaims,
-    /// Allowed namespaces from the `ns` query.
-    pub(crate) namespaces: Vec<Namespace>,
-    /// `since`/`epoch` from the query: resume every channel named at connect.
-    pub(crate) resume: Option<Cursor>,
-    /// Error frames for what was refused, sent after `welcome`.
-    pub(crate) notices: Vec<ServerFrame>,
-}
-
-/// Why a socket is refused: one `error` frame, then the code's close code.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    pub(crate) code: ErrorCode,
-    pub(crate) message: String,
-}
 
 pub(crate) async fn websocket(
     State(state): State<AppState>,
@@ -76,157 +57,18 @@ pub(crate) async fn websocket(
         })
 }
 
-/// Draining, or full: refused before the upgrade (WebSocket or SSE), so a
-/// load balancer retries elsewhere.
-pub(crate) fn refuse_before_upgrade(state: &AppState) -> Option<Response> {
-    let full = state
-        .config
-        .max_connections
-        .is_some_and(|max| state.sessions.len() >= max);
-    (state.draining.is_cancelled() || full).then(|| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-        )
-            .into_response()
-    })
-}
-
-/// Checks the token and the requested namespaces (for WebSocket and SSE
-/// alike); a refusal is counted in the metrics by its code.
-pub(crate) fn admit(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Admitted, Refusal> {
-    let admission = check(state, headers, query);
-    if let Err(refusal) = &admission {
-        state.metrics.auth_failed(refusal.code);
-    }
-    admission
-}
-
-fn check(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Admitted, Refusal> {
-    let refusal = |code, message: String| Refusal { code, message };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let token = bearer
-        .or(query.get("token").map(String::as_str))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return Err(refusal(
-            ErrorCode::MissingToken,
-            "send a token in the `token` query or an Authorization header".into(),
-        ));
-    };
-    let claims =
-        verify_user(&state.config, token).map_err(|err| refusal(err.code(), err.to_string()))?;
-    let user = UserId::parse(claims.sub.as_str()).map_err(|err| {
-        refusal(
-            ErrorCode::InvalidToken,
-            format!("invalid token: `sub` {err}"),
-        )
-    })?;
-
-    let mut notices = Vec::new();
-    let mut namespaces: Vec<Namespace> = Vec::new();
-    let requested: Vec<&str> = query
-        .get("ns")
-        .map(|ns| {
-            ns.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    for name in &requested {
-        let error = |code, message: String| ServerFrame::Error {
-            code,
-            message,
-            r#ref: None,
-        };
-        match Namespace::parse(*name) {
-            Err(err) => notices.push(error(
-                ErrorCode::ValidationFailed,
-                format!("namespace `{name}` {err}"),
-            )),
-            Ok(ns) if !claims.allows(&ns) => notices.push(error(
-                ErrorCode::ForbiddenNamespace,
-                format!("the token does not allow `{ns}`"),
-            )),
-            Ok(ns) if namespaces.contains(&ns) => {}
-            Ok(_) if namespaces.len() >= state.config.max_namespaces_per_socket => {
-                notices.push(error(
-                    ErrorCode::TooManySubscriptions,
-                    format!(
-                        "at most {} namespaces per socket",
-                        state.config.max_namespaces_per_socket
-                    ),
-                ))
-            }
-            Ok(ns) => namespaces.push(ns),
-        }
-    }
-    if !requested.is_empty() && namespaces.is_empty() {
-        return Err(refusal(
-            ErrorCode::ForbiddenNamespace,
-            "none of the requested namespaces is allowed".into(),
-        ));
-    }
-    let resume = match query.get("since").map(|since| since.parse::<u64>()) {
-        None => None,
-        Some(Ok(since)) => Some(Cursor {
-            since,
-            epoch: query.get("epoch").cloned(),
-        }),
-        Some(Err(_)) => {
-            notices.push(ServerFrame::Error {
-                code: ErrorCode::ValidationFailed,
-                message: "`since` must be a seq (an unsigned integer); delivery starts live".into(),
-                r#ref: None,
-            });
-            None
-        }
-    };
-    Ok(Admitted {
-        user,
-        claims,
-        namespaces,
-        resume,
-        notices,
-    })
-}
-
-/// Verifies a user token, at the handshake and in `auth` refreshes alike:
-/// its signature and claims, and how many namespace grants it carries.
-pub(crate) fn verify_user(config: &Config, token: &str) -> Result<UserClaims, TokenError> {
-    let claims: UserClaims = config.keys.verify(token, &config.expect)?;
-    claims.check_grants(config.max_token_grants)?;
-    Ok(claims)
-}
-
 /// Sends the refusal's `error` frame and closes with its close code.
 async fn refuse(mut socket: WebSocket, refusal: Refusal) {
     tracing::debug!(code = %refusal.code, "Refused a WebSocket.");
-    let frame = ServerFrame::Error {
-        code: refusal.code,
-        message: refusal.message,
-        r#ref: None,
-    };
-    let close = CloseFrame {
-        code: refusal.code.close_code().unwrap_or(1008),
-        reason: refusal.code.as_str().into(),
-    };
-    let _ = socket.send(Message::Text(frame.to_json().into())).await;
-    let _ = socket.send(Message::Close(Some(close))).await;
+    let end = Disconnect::Refused(refusal);
+    if let Some(frame) = end.last_frame(Transport::WebSocket) {
+        let _ = socket.send(Message::Text(frame.to_json().into())).await;
+    }
+    if let Some((code, reason)) = end.close() {
+        let close = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = socket.send(Message::Close(Some(close))).await;
+    }
 }

@@ -5,10 +5,14 @@
 //! socket, one subscription per channel however many sockets share it
 //! (`hub`), and fans each message out as one prebuilt frame.
 
+mod admission;
 mod assets;
+mod attach;
 pub mod config;
 mod deadline;
 mod dev;
+mod disconnect;
+mod frame;
 mod handshake;
 mod hub;
 mod metrics;

@@ -19,7 +19,8 @@ use prometheus_client::{
     },
     registry::{Registry, Unit},
 };
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::frame::FrameKind;
 
 /// The `Content-Type` of `GET /metrics`.
 pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -30,20 +31,6 @@ pub(crate) enum Transport {
     WebSocket,
     /// Server-sent events (`GET /v1/sse`).
     Sse,
-}
-
-/// What a queued frame is, for what its socket write reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum FrameKind {
-    /// Not an event: `welcome`, `pong`, `error`, …
-    #[default]
-    Control,
-    /// An event read from the stream's history by a replay: a delivery, but
-    /// its age is not a delivery latency.
-    Replayed,
-    /// A live event, or a gap repair of one; `stored_at` is its
-    /// `Nats-Time-Stamp`, the start of its delivery latency.
-    Live { stored_at: Option<SystemTime> },
 }
 
 /// Counts a connection as open until dropped.
@@ -252,17 +239,16 @@ impl Metrics {
         let now = SystemTime::now();
         let mut n_events = 0;
         for kind in kinds {
-            match kind {
-                FrameKind::Control => {}
-                FrameKind::Replayed => n_events += 1,
-                FrameKind::Live { stored_at } => {
-                    n_events += 1;
-                    // A clock step backwards reads as 0 rather than vanishing.
-                    if let Some(stored_at) = stored_at {
-                        let latency = now.duration_since(stored_at).unwrap_or_default();
-                        self.delivery_latency.observe(latency.as_secs_f64());
-                    }
-                }
+            // Events have a seq; control frames do not.
+            n_events += u64::from(kind.seq().is_some());
+            if let FrameKind::Live {
+                stored_at: Some(stored_at),
+                ..
+            } = kind
+            {
+                // A clock step backwards reads as 0 rather than vanishing.
+                let latency = now.duration_since(stored_at).unwrap_or_default();
+                self.delivery_latency.observe(latency.as_secs_f64());
             }
         }
         if n_events > 0 {
@@ -275,14 +261,6 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Parses a `Nats-Time-Stamp` header value (RFC 3339 with nanoseconds, UTC),
-/// as JetStream stamps stored, republished and directly read messages.
-pub(crate) fn parse_time_stamp(value: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .ok()
-        .map(SystemTime::from)
 }
 
 impl Transport {
@@ -380,11 +358,15 @@ mod tests {
         let stored_at = SystemTime::now() - Duration::from_millis(3);
         metrics.frames_written([
             FrameKind::Control,
-            FrameKind::Replayed,
+            FrameKind::Replayed { seq: 1 },
             FrameKind::Live {
+                seq: 2,
                 stored_at: Some(stored_at),
             },
-            FrameKind::Live { stored_at: None },
+            FrameKind::Live {
+                seq: 3,
+                stored_at: None,
+            },
         ]);
         metrics.slow_consumer();
         metrics.auth_failed(ErrorCode::InvalidToken);
@@ -413,14 +395,5 @@ mod tests {
             ),
             Some(1.0)
         );
-    }
-
-    #[test]
-    fn nats_time_stamps_parse_with_nanoseconds() {
-        let parsed = parse_time_stamp("2026-11-26T10:00:00.123456789Z").unwrap();
-        let since_epoch = parsed.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(since_epoch.subsec_nanos(), 123_456_789);
-        assert_eq!(since_epoch.as_secs(), 1_795_687_200);
-        assert_eq!(parse_time_stamp("yesterday"), None);
     }
 }

@@ -24,19 +24,24 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::FrameKind;
+use crate::frame::{FrameKind, Slot};
 
-/// One queued frame, and what its socket write reports to the metrics.
+/// One queued frame, what its socket write reports to the metrics, and
+/// which channel it is of.
 #[derive(Debug)]
 pub(crate) struct Queued {
     pub(crate) text: Utf8Bytes,
     pub(crate) kind: FrameKind,
+    /// Set when pushed through a channel's handle ([`Outbox::for_channel`]).
+    pub(crate) channel: Option<Slot>,
 }
 
 /// The sending half; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     shared: Arc<Shared>,
+    /// The channel every frame pushed through this handle is of.
+    channel: Option<Slot>,
 }
 
 /// The receiving half, owned by the session.
@@ -89,6 +94,7 @@ pub(crate) fn outbox(max_bytes: usize, on_overflow: CancellationToken) -> (Outbo
     (
         Outbox {
             shared: shared.clone(),
+            channel: None,
         },
         OutboxReceiver { shared },
     )
@@ -97,6 +103,15 @@ pub(crate) fn outbox(max_bytes: usize, on_overflow: CancellationToken) -> (Outbo
 // === impl Outbox ===
 
 impl Outbox {
+    /// A handle to the same queue that tags its frames with `channel`: one
+    /// per joined channel, given to the hub and the channel's replay.
+    pub(crate) fn for_channel(&self, channel: Slot) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            channel: Some(channel),
+        }
+    }
+
     /// Queues a control frame (not an event); `false` when it was refused
     /// (overflow, or the session is gone).
     pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
@@ -117,11 +132,11 @@ impl Outbox {
             shared.overflowed.cancel();
             return false;
         }
-        shared
-            .queue
-            .lock()
-            .expect("outbox lock")
-            .push_back(Queued { text: frame, kind });
+        shared.queue.lock().expect("outbox lock").push_back(Queued {
+            text: frame,
+            kind,
+            channel: self.channel,
+        });
         shared.waker.wake();
         true
     }
@@ -224,12 +239,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_channel_s_handle_tags_its_frames_and_shares_the_queue() {
+        let (tx, mut rx) = outbox(100, CancellationToken::new());
+        let channel = tx.for_channel(3);
+        assert!(channel.push_with(
+            frame(4),
+            FrameKind::Live {
+                seq: 9,
+                stored_at: None
+            }
+        ));
+        assert!(tx.push(frame(4)));
+        let event = rx.try_recv().unwrap();
+        assert_eq!((event.channel, event.kind.seq()), (Some(3), Some(9)));
+        let control = rx.try_recv().unwrap();
+        assert_eq!((control.channel, control.kind.seq()), (None, None));
+    }
+
+    #[tokio::test]
     async fn replay_waits_for_half_the_room() {
         let (tx, mut rx) = outbox(10, CancellationToken::new());
         assert!(tx.push(frame(6)));
         let waiting = tokio::spawn({
             let tx = tx.clone();
-            async move { tx.push_when_room(frame(4), FrameKind::Replayed).await }
+            async move {
+                tx.push_when_room(frame(4), FrameKind::Replayed { seq: 1 })
+                    .await
+            }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "6 + 4 bytes is over half of 10");
@@ -244,7 +280,10 @@ mod tests {
         assert!(tx.push(frame(1)));
         let waiting = tokio::spawn({
             let tx = tx.clone();
-            async move { tx.push_when_room(frame(7), FrameKind::Replayed).await }
+            async move {
+                tx.push_when_room(frame(7), FrameKind::Replayed { seq: 1 })
+                    .await
+            }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "1 + 7 bytes is over half of 10");

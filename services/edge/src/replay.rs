@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
+    frame::FrameKind,
     hub::MemberId,
-    metrics::FrameKind,
     outbox::Outbox,
     state::AppState,
     stream_reader::{Range, ReadError},
@@ -48,6 +48,15 @@ pub(crate) struct Cursor {
     pub(crate) since: u64,
     /// The epoch the cursor was read under; `None` trusts the current one.
     pub(crate) epoch: Option<String>,
+}
+
+impl Cursor {
+    /// Whether the cursor counts under `epoch`, the stream's current one: the
+    /// one epoch rule. A seq of another epoch means nothing here (the
+    /// stream was recreated); a cursor without an epoch trusts the current one.
+    pub(crate) fn is_of(&self, epoch: &str) -> bool {
+        self.epoch.as_deref().is_none_or(|own| own == epoch)
+    }
 }
 
 /// How long stopping a replay may wait for its task to let go.
@@ -93,12 +102,8 @@ impl Replay {
     /// node that lags behind the client must not send it anything twice).
     async fn send_history(&self) -> Result<(u64, u64), ReadError> {
         let reader = self.state.hub.reader();
-        let Cursor { since, epoch } = &self.cursor;
-        let since = *since;
-        if epoch
-            .as_deref()
-            .is_some_and(|epoch| epoch != &*self.state.epoch)
-        {
+        let since = self.cursor.since;
+        if !self.cursor.is_of(&self.state.epoch) {
             let first_seq = reader.first_seq_from(1).await?;
             self.send(ServerFrame::HistoryTruncated {
                 channel: self.channel.clone(),
@@ -133,7 +138,10 @@ impl Replay {
                 };
                 if !self
                     .outbox
-                    .push_when_room(Utf8Bytes::from(frame), FrameKind::Replayed)
+                    .push_when_room(
+                        Utf8Bytes::from(frame),
+                        FrameKind::Replayed { seq: message.seq },
+                    )
                     .await
                 {
                     // The socket is gone or cut off; it resumes again later.

@@ -1,4 +1,6 @@
-//! One WebSocket connection: its channels, its outbound queue, its frames.
+//! One WebSocket connection: the socket's loop, how its frames are written
+//! and how it closes. Its channels are its `Attachment` (`attach`); what the
+//! client asks of it, frame by frame, is in `commands`.
 //!
 //! One task per socket runs one `select!` over: the node draining, the
 //! socket overflowing its queue, the token expiring, queued frames to write
@@ -9,85 +11,45 @@
 //! (`deadline`): the stop signal, token expiry, two silent heartbeats and the
 //! write timeout.
 
-use std::{collections::BTreeMap, time::Duration};
-
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{
     SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
 };
-use herald_shared::{
-    channel::Channel,
-    error_code::ErrorCode,
-    frames::{ClientFrame, ServerFrame, parse_client_frame},
-    ids::{Namespace, UserId},
-    jwt::UserClaims,
-};
+use herald_shared::jwt::UserClaims;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod commands;
+
 use crate::{
+    admission::Admitted,
+    attach::{self, Attachment, Hello},
     deadline::{Interrupted, Watch, unix_deadline},
-    handshake::Admitted,
-    hub::MemberId,
-    metrics::{FrameKind, Metrics, Transport},
-    outbox::{Outbox, OutboxReceiver, Queued, outbox},
-    rate_limit::{RateLimiter, Verdict},
-    replay::{Cursor, Replay, Replays},
+    disconnect::Disconnect,
+    frame::FrameKind,
+    metrics::{Metrics, Transport},
+    outbox::{OutboxReceiver, Queued, outbox},
+    rate_limit::RateLimiter,
     state::AppState,
 };
 
 /// Most bytes written before a flush when a socket has a backlog.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
-/// How long a closing handshake may take before the socket is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The same for a slow consumer, whose close waits behind a full socket.
-const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The same for a socket that was dropped in the middle of a write (token
-/// expiry, silence, the write timeout): it is not reading, so its close frame
-/// would not get out anyway, and its deadline has passed already.
-const STUCK_CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
-/// Close code for "the node is going away, reconnect" (RFC 6455 "Service Restart").
-const CLOSE_SERVICE_RESTART: u16 = 1012;
-/// Close code for "message too big".
-const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for "internal error".
-const CLOSE_INTERNAL: u16 = 1011;
-/// Close code for "try again later".
-const CLOSE_TRY_AGAIN: u16 = 1013;
 
 type Sink = SplitSink<WebSocket, Message>;
 
 struct Session {
     state: AppState,
-    member: MemberId,
     claims: UserClaims,
-    user: UserId,
-    user_channel: Channel,
-    namespaces: Vec<Namespace>,
-    outbox: Outbox,
-    /// Running replays, one per channel; stopped on `unsubscribe`, aborted
-    /// when the session ends.
-    replays: Replays,
-    /// Cancelled by a replay that could not read the stream.
+    /// The channels, their replays, and the outbox their frames go to.
+    attachment: Attachment,
     /// Cancelled when the session must end: the node drains (a child of its
     /// drain token), the outbox overflowed, or a replay failed. One signal for
     /// the loop to watch; `stopped` tells which.
     stop: CancellationToken,
     limiter: RateLimiter,
-}
-
-/// Why a session ends.
-enum End {
-    /// The client closed or the connection broke: nothing more to send.
-    Gone,
-    /// Close with this code, after an optional last frame.
-    Close {
-        code: u16,
-        reason: &'static str,
-        last: Option<ServerFrame>,
-    },
 }
 
 /// Runs an admitted socket until it closes, then releases its channels.
@@ -106,13 +68,8 @@ pub(crate) fn run(
     let stop = state.draining.child_token();
     let (outbox, receiver) = outbox(state.config.outbound_queue_bytes, stop.clone());
     let mut session = Session {
-        member: state.hub.member_id(),
-        user_channel: Channel::user(admitted.user.clone()),
-        user: admitted.user,
+        attachment: Attachment::new(state.clone(), outbox, stop.clone()),
         claims: admitted.claims,
-        namespaces: Vec::new(),
-        outbox,
-        replays: Replays::default(),
         stop,
         limiter: RateLimiter::new(
             state.config.client_frames_per_sec,
@@ -124,116 +81,45 @@ pub(crate) fn run(
     };
     let (sink, stream) = socket.split();
     let Admitted {
+        user,
         namespaces,
         resume,
         notices,
         ..
     } = admitted;
+    let hello = Hello {
+        session_id,
+        token_exp: session.claims.exp,
+        user: user.clone(),
+    };
+    // Every channel named at connect resumes from the one cursor given.
+    let start = attach::channels(&user, &namespaces)
+        .into_iter()
+        .map(|channel| (channel, resume.clone()))
+        .collect();
     // The span is entered around what runs once or rarely (start, a client
     // frame, the close), not around the loop: entering it on every poll cost
     // about 4% of a broadcast's CPU. Those futures are also boxed, so the
     // task an idle socket keeps is small.
     async move {
         let _connection = connection;
-        let start = session.start(session_id, namespaces, resume, notices);
+        let start = session.attachment.attach(hello, start, notices);
         let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {
-            Ok(()) => session.serve(sink, stream, receiver, &span).await,
-            Err(end) => Box::pin(finish(sink, None, end, false).instrument(span.clone())).await,
+            Ok(_) => session.serve(sink, stream, receiver, &span).await,
+            Err(end) => {
+                let finish = finish(sink, None, end, false, &session.state.metrics);
+                Box::pin(finish.instrument(span.clone())).await
+            }
         };
-        // Dropping the session leaves its channels (also if it panicked).
+        // Dropping the session's attachment leaves its channels (also if it panicked).
         span.in_scope(|| tracing::debug!(closed = end, "Session ended."));
-    }
-}
-
-/// Leaving the channels on drop rather than after the last `await`: a
-/// session that panics is dropped too, and must not keep its channels (and
-/// the node's NATS subscriptions for them) for good.
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.leave_all();
     }
 }
 
 // === impl Session ===
 
 impl Session {
-    /// Joins the user's channel and the namespaces, and queues `welcome`
-    /// first, so it is written before any event of those channels.
-    async fn start(
-        &mut self,
-        session_id: uuid::Uuid,
-        namespaces: Vec<Namespace>,
-        resume: Option<Cursor>,
-        notices: Vec<ServerFrame>,
-    ) -> Result<(), End> {
-        let mut channels = vec![self.user_channel.clone()];
-        channels.extend(namespaces.iter().cloned().map(Channel::namespace));
-        // Every channel joins as "replaying": its live frames are held, so
-        // `welcome` (which carries each channel's starting seq) still goes first.
-        let mut joined = Vec::with_capacity(channels.len());
-        for channel in &channels {
-            match self
-                .state
-                .hub
-                .join(channel, self.member, &self.outbox, true)
-                .await
-            {
-                Ok(hw) => {
-                    // Recorded at once, so whatever happens next leaves it.
-                    if let Some(namespace) = channel.as_namespace() {
-                        self.namespaces.push(namespace.clone());
-                    }
-                    joined.push((channel.clone(), hw));
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "Joining a channel failed.");
-                    return Err(End::Close {
-                        code: CLOSE_TRY_AGAIN,
-                        reason: "nats unavailable",
-                        last: None,
-                    });
-                }
-            }
-        }
-        // Where each channel starts for this client: the cursor it resumes
-        // from (the replay brings what is above it), else the join-time seq.
-        let epoch = &*self.state.epoch;
-        let seqs: BTreeMap<Channel, u64> = joined
-            .iter()
-            .map(|(channel, hw)| {
-                let start = match &resume {
-                    Some(cursor) if cursor.epoch.as_deref().is_none_or(|e| e == epoch) => {
-                        cursor.since
-                    }
-                    _ => *hw,
-                };
-                (channel.clone(), start)
-            })
-            .collect();
-        self.send(ServerFrame::Welcome {
-            session_id: session_id.to_string(),
-            user: self.user.clone(),
-            node: self.state.config.node_id.clone(),
-            epoch: self.state.epoch.to_string(),
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            channels: channels.clone(),
-            token_exp: self.claims.exp,
-            seqs,
-        });
-        // Then each channel goes live above its join-time seq, after its replay if resuming.
-        for (channel, hw) in joined {
-            match &resume {
-                Some(cursor) => self.replay(channel, cursor.clone(), hw),
-                None => self.state.hub.finish_replay(&channel, self.member, hw),
-            }
-        }
-        for notice in notices {
-            self.send(notice);
-        }
-        Ok(())
-    }
-
     async fn serve(
         &mut self,
         mut sink: Sink,
@@ -289,7 +175,7 @@ impl Session {
                     // The expiry branch may not be polled on a busy socket:
                     // nothing is written once the token has expired.
                     if Instant::now() >= expires_at {
-                        break token_expired(&metrics);
+                        break Disconnect::TokenExpired;
                     }
                     let write = write_batch(&mut sink, &mut receiver, frame, &metrics, expires_at);
                     watch.write(write, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
@@ -306,16 +192,16 @@ impl Session {
                         watch.last_heard = Instant::now();
                         continue;
                     }
-                    Some(Ok(Message::Close(_))) | None => break End::Gone,
+                    Some(Ok(Message::Close(_))) | None => break Disconnect::Gone,
                     Some(Err(err)) => break read_error(err),
                 },
                 () = &mut stop_signal => break self.stopped(&receiver),
-                () = &mut expiry => break token_expired(&metrics),
+                () = &mut expiry => break Disconnect::TokenExpired,
                 _ = heartbeat.tick() => {
                     // Silent for two intervals (no frame, no pong): the peer is gone.
                     if watch.last_heard.elapsed() >= watch.silence {
                         span.in_scope(|| tracing::debug!("Peer silent for two heartbeats; dropped."));
-                        break End::Gone;
+                        break Disconnect::Silent;
                     }
                     let ping = sink.send(Message::Ping(Default::default()));
                     watch.write(ping, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
@@ -331,248 +217,35 @@ impl Session {
                 Interrupted::Expired | Interrupted::Silent | Interrupted::TimedOut
             );
             break match interrupted {
-                Interrupted::Failed => End::Gone,
+                Interrupted::Failed => Disconnect::Gone,
                 Interrupted::Read(err) => read_error(err),
                 Interrupted::Stop => self.stopped(&receiver),
-                Interrupted::Expired => token_expired(&metrics),
+                Interrupted::Expired => Disconnect::TokenExpired,
                 Interrupted::Silent => {
                     span.in_scope(|| {
                         tracing::debug!("Peer silent for two heartbeats during a write; dropped.");
                     });
-                    End::Gone
+                    Disconnect::Silent
                 }
                 Interrupted::TimedOut => {
                     span.in_scope(|| tracing::debug!("A write timed out; dropped."));
-                    slow_consumer(&metrics)
+                    Disconnect::WriteTimeout
                 }
             };
         };
-        Box::pin(finish(sink, Some(stream), end, stuck).instrument(span.clone())).await
-    }
-
-    /// Handles a text or binary frame from the client, read at `at`; `Some`
-    /// ends the session.
-    async fn on_message(
-        &mut self,
-        message: Message,
-        at: Instant,
-        span: &tracing::Span,
-    ) -> Option<End> {
-        match self.limiter.check(at) {
-            Verdict::Allow => {}
-            Verdict::Refuse => {
-                let retry = self.limiter.retry_after();
-                self.send(ServerFrame::Error {
-                    code: ErrorCode::RateLimited,
-                    message: format!(
-                        "too many frames; frame dropped, retry in {} ms",
-                        retry.as_millis()
-                    ),
-                    r#ref: None,
-                });
-                return None;
-            }
-            Verdict::Close => return Some(rate_limited()),
-        }
-        let Message::Text(text) = message else {
-            self.send(ServerFrame::Error {
-                code: ErrorCode::MalformedFrame,
-                message: "frames are JSON text".into(),
-                r#ref: None,
-            });
-            return None;
-        };
-        Box::pin(self.on_frame(&text).instrument(span.clone())).await
+        let finish = finish(sink, Some(stream), end, stuck, &metrics);
+        Box::pin(finish.instrument(span.clone())).await
     }
 
     /// Why `stop` was cancelled: an overflow, the node draining, or else a
     /// failed replay (nothing else cancels it).
-    fn stopped(&self, receiver: &OutboxReceiver) -> End {
+    fn stopped(&self, receiver: &OutboxReceiver) -> Disconnect {
         if receiver.has_overflowed() {
-            slow_consumer(&self.state.metrics)
+            Disconnect::SlowConsumer
         } else if self.state.draining.is_cancelled() {
-            drained()
+            Disconnect::Draining
         } else {
-            End::Close {
-                code: CLOSE_TRY_AGAIN,
-                reason: "replay failed",
-                last: Some(ServerFrame::Error {
-                    code: ErrorCode::NatsUnavailable,
-                    message: "the history could not be read; reconnect with the same cursor".into(),
-                    r#ref: None,
-                }),
-            }
-        }
-    }
-
-    /// Handles one client text frame; `Some` ends the session.
-    async fn on_frame(&mut self, text: &str) -> Option<End> {
-        let frame = match parse_client_frame(text) {
-            Ok(frame) => frame,
-            Err(err) => {
-                self.send(err.into());
-                return None;
-            }
-        };
-        match frame {
-            ClientFrame::Ping { r#ref } => self.send(ServerFrame::Pong { r#ref }),
-            ClientFrame::Subscribe {
-                r#ref,
-                namespace,
-                since,
-                epoch,
-            } => {
-                let resume = since.map(|since| Cursor { since, epoch });
-                self.subscribe(r#ref, namespace, resume).await;
-            }
-            ClientFrame::Unsubscribe { r#ref, namespace } => {
-                let channel = Channel::namespace(namespace.clone());
-                if let Some(at) = self.namespaces.iter().position(|ns| *ns == namespace) {
-                    self.namespaces.remove(at);
-                    // Before `unsubscribed` is queued: nothing of the channel follows it.
-                    self.replays.stop(&channel).await;
-                    self.state.hub.leave(&channel, self.member);
-                }
-                self.send(ServerFrame::Unsubscribed { r#ref, channel });
-            }
-            ClientFrame::Auth { r#ref, token } => {
-                let verified = crate::handshake::verify_user(&self.state.config, token.expose());
-                match verified {
-                    Ok(claims) if claims.sub == self.claims.sub => {
-                        self.claims = claims;
-                        self.drop_revoked_namespaces();
-                        self.send(ServerFrame::Authenticated {
-                            r#ref,
-                            token_exp: self.claims.exp,
-                        });
-                    }
-                    Ok(_) => {
-                        self.state.metrics.auth_failed(ErrorCode::InvalidToken);
-                        self.send(ServerFrame::Error {
-                            code: ErrorCode::InvalidToken,
-                            message: "the new token is for another user".into(),
-                            r#ref,
-                        });
-                    }
-                    Err(err) => {
-                        self.state.metrics.auth_failed(err.code());
-                        self.send(ServerFrame::Error {
-                            code: err.code(),
-                            message: err.to_string(),
-                            r#ref,
-                        });
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    async fn subscribe(
-        &mut self,
-        r#ref: Option<String>,
-        namespace: Namespace,
-        resume: Option<Cursor>,
-    ) {
-        let channel = Channel::namespace(namespace.clone());
-        let refuse = |code, message: String| ServerFrame::Error {
-            code,
-            message,
-            r#ref: r#ref.clone(),
-        };
-        if !self.claims.allows(&namespace) {
-            return self.send(refuse(
-                ErrorCode::ForbiddenNamespace,
-                format!("the token does not allow `{namespace}`"),
-            ));
-        }
-        if self.namespaces.contains(&namespace) {
-            // Already joined: live delivery covers it; a cursor here would replay twice.
-            let seq = self.state.hub.hw(&channel).unwrap_or(0);
-            return self.send(ServerFrame::Subscribed {
-                r#ref,
-                channel,
-                seq,
-            });
-        }
-        let max = self.state.config.max_namespaces_per_socket;
-        if self.namespaces.len() >= max {
-            let message = format!("at most {max} namespaces per socket");
-            return self.send(refuse(ErrorCode::TooManySubscriptions, message));
-        }
-        let joined = self
-            .state
-            .hub
-            .join(&channel, self.member, &self.outbox, resume.is_some())
-            .await;
-        let hw = match joined {
-            Ok(hw) => hw,
-            Err(err) => {
-                tracing::warn!(error = %err, "Joining a channel failed.");
-                return self.send(refuse(
-                    ErrorCode::NatsUnavailable,
-                    "subscribing failed; retry".into(),
-                ));
-            }
-        };
-        self.namespaces.push(namespace);
-        // `subscribed` first: the replayed events (seq <= its `seq`) follow it.
-        self.send(ServerFrame::Subscribed {
-            r#ref,
-            channel: channel.clone(),
-            seq: hw,
-        });
-        if let Some(cursor) = resume {
-            self.replay(channel, cursor, hw);
-        }
-    }
-
-    /// Replays `channel` from `cursor` up to `upto` alongside the session's writes.
-    fn replay(&mut self, channel: Channel, cursor: Cursor, upto: u64) {
-        let replay = Replay {
-            state: self.state.clone(),
-            channel,
-            member: self.member,
-            outbox: self.outbox.clone(),
-            cursor,
-            upto,
-            failed: self.stop.clone(),
-        };
-        self.replays.start(replay);
-    }
-
-    /// After a token refresh: leave namespaces the new token no longer allows.
-    fn drop_revoked_namespaces(&mut self) {
-        let (kept, revoked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.namespaces)
-            .into_iter()
-            .partition(|ns| self.claims.allows(ns));
-        self.namespaces = kept;
-        for namespace in revoked {
-            let channel = Channel::namespace(namespace);
-            self.replays.abort(&channel);
-            self.state.hub.leave(&channel, self.member);
-            self.send(ServerFrame::Error {
-                code: ErrorCode::ForbiddenNamespace,
-                message: format!("the new token does not allow `{channel}`; unsubscribed"),
-                r#ref: None,
-            });
-            self.send(ServerFrame::Unsubscribed {
-                r#ref: None,
-                channel,
-            });
-        }
-    }
-
-    fn send(&self, frame: ServerFrame) {
-        self.outbox.push(Utf8Bytes::from(frame.to_json()));
-    }
-
-    fn leave_all(&self) {
-        self.state.hub.leave(&self.user_channel, self.member);
-        for namespace in &self.namespaces {
-            self.state
-                .hub
-                .leave(&Channel::namespace(namespace.clone()), self.member);
+            Disconnect::ReplayFailed
         }
     }
 }
@@ -617,20 +290,16 @@ async fn write_batch(
 async fn finish(
     mut sink: Sink,
     stream: Option<SplitStream<WebSocket>>,
-    end: End,
+    end: Disconnect,
     stuck: bool,
+    metrics: &Metrics,
 ) -> bool {
-    let End::Close { code, reason, last } = end else {
+    end.count(metrics);
+    let Some((code, reason)) = end.close() else {
         return false;
     };
-    // A slow consumer's socket is full: give its close frame longer to get out.
-    let bound = if stuck {
-        STUCK_CLOSE_TIMEOUT
-    } else if code == ErrorCode::SlowConsumer.close_code().unwrap_or_default() {
-        SLOW_CLOSE_TIMEOUT
-    } else {
-        CLOSE_TIMEOUT
-    };
+    let last = end.last_frame(Transport::WebSocket);
+    let bound = end.close_timeout(Transport::WebSocket, stuck);
     let closing = async {
         if let Some(frame) = last {
             sink.send(Message::Text(frame.to_json().into())).await?;
@@ -652,73 +321,16 @@ async fn finish(
     matches!(tokio::time::timeout(bound, closing).await, Ok(Ok(())))
 }
 
-fn drained() -> End {
-    End::Close {
-        code: CLOSE_SERVICE_RESTART,
-        reason: "draining",
-        last: Some(ServerFrame::Reconnect {
-            reason: "draining".into(),
-        }),
-    }
-}
-
-fn rate_limited() -> End {
-    End::Close {
-        code: ErrorCode::RateLimited
-            .close_code()
-            .unwrap_or(CLOSE_INTERNAL),
-        reason: "RATE_LIMITED",
-        last: Some(ServerFrame::Error {
-            code: ErrorCode::RateLimited,
-            message: "too many frames, too often".into(),
-            r#ref: None,
-        }),
-    }
-}
-
-fn slow_consumer(metrics: &Metrics) -> End {
-    metrics.slow_consumer();
-    End::Close {
-        code: ErrorCode::SlowConsumer
-            .close_code()
-            .unwrap_or(CLOSE_INTERNAL),
-        reason: "SLOW_CONSUMER",
-        last: Some(ServerFrame::Error {
-            code: ErrorCode::SlowConsumer,
-            message: "the socket read too slowly; resume from your last seq".into(),
-            r#ref: None,
-        }),
-    }
-}
-
-fn token_expired(metrics: &Metrics) -> End {
-    metrics.auth_failed(ErrorCode::ExpiredToken);
-    End::Close {
-        code: ErrorCode::ExpiredToken
-            .close_code()
-            .unwrap_or(CLOSE_INTERNAL),
-        reason: "EXPIRED_TOKEN",
-        last: Some(ServerFrame::Error {
-            code: ErrorCode::ExpiredToken,
-            message: "the token expired; refresh it with an `auth` frame before `exp`".into(),
-            r#ref: None,
-        }),
-    }
-}
-
-/// A read error: a frame over the limit gets 1009, anything else ends quietly.
-fn read_error(err: axum::Error) -> End {
+/// A read error: a frame over the limit ends with its own close code,
+/// anything else quietly.
+fn read_error(err: axum::Error) -> Disconnect {
     let too_big = err
         .into_inner()
         .downcast_ref::<tungstenite::Error>()
         .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)));
     if too_big {
-        End::Close {
-            code: CLOSE_TOO_BIG,
-            reason: "frame too large",
-            last: None,
-        }
+        Disconnect::FrameTooLarge
     } else {
-        End::Gone
+        Disconnect::Gone
     }
 }

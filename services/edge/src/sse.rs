@@ -24,7 +24,7 @@
 //! transient end (`SLOW_CONSUMER`, `NATS_UNAVAILABLE`, a `reconnect` frame, or
 //! no frame at all: reconnect with `Last-Event-ID`) by the last frame's code.
 
-use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::HashMap, convert::Infallible};
 
 use axum::{
     extract::{Query, State},
@@ -35,20 +35,22 @@ use axum::{
     },
 };
 use futures_util::stream;
-use herald_shared::{channel::Channel, error_code::ErrorCode, frames::ServerFrame};
-use serde::Deserialize;
+use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use tokio::{
     sync::mpsc::{self, error::TrySendError},
     time::Instant,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    handshake::{Admitted, admit, refuse_before_upgrade},
-    hub::{Hub, MemberId},
+    admission::{Admitted, admit, refuse_before_upgrade},
+    attach::{self, Attachment, Hello},
+    deadline::unix_deadline,
+    disconnect::Disconnect,
     metrics::Transport,
-    outbox::{OutboxReceiver, outbox},
-    replay::{Cursor, Replay},
+    outbox::{OutboxReceiver, Queued, outbox},
+    replay::Cursor,
     state::AppState,
 };
 
@@ -67,12 +69,9 @@ pub(crate) async fn sse(
     let (events, body) = mpsc::channel::<Event>(BODY_BUFFER);
     match admit(&state, &headers, &query) {
         Err(refusal) => {
-            let frame = ServerFrame::Error {
-                code: refusal.code,
-                message: refusal.message,
-                r#ref: None,
-            };
-            let _ = events.try_send(frame_event(&frame));
+            if let Some(frame) = Disconnect::Refused(refusal).last_frame(Transport::Sse) {
+                let _ = events.try_send(frame_event(&frame));
+            }
         }
         Ok(admitted) => {
             let last_event_id = headers
@@ -108,20 +107,13 @@ async fn run(
     last_event_id: Option<String>,
 ) {
     let _connection = state.metrics.connection_opened(Transport::Sse);
-    let member = state.hub.member_id();
-    let mut channels = vec![Channel::user(admitted.user.clone())];
-    channels.extend(admitted.namespaces.iter().cloned().map(Channel::namespace));
-    let (outbox, mut receiver) = outbox(
-        state.config.outbound_queue_bytes,
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let channels = attach::channels(&admitted.user, &admitted.namespaces);
+    let (outbox, mut receiver) =
+        outbox(state.config.outbound_queue_bytes, CancellationToken::new());
     let span = tracing::info_span!("sse", user = %admitted.user);
-    // Leaves every channel when the session ends, however it ends.
-    let _joined = Joined {
-        hub: state.hub.clone(),
-        channels: channels.clone(),
-        member,
-    };
+    let replay_failed = CancellationToken::new();
+    // Leaves every channel when the stream ends, however it ends.
+    let mut attachment = Attachment::new(state.clone(), outbox, replay_failed.clone());
 
     let mut notices = admitted.notices;
     let resume = match last_event_id
@@ -141,78 +133,34 @@ async fn run(
             None
         }
     };
-    // Every channel joins as "replaying": its live frames are held, so
-    // `welcome` (which carries each channel's starting seq) still goes first.
-    let mut joined = Vec::with_capacity(channels.len());
-    for channel in &channels {
-        match state.hub.join(channel, member, &outbox, true).await {
-            Ok(hw) => joined.push(hw),
-            Err(err) => {
-                tracing::warn!(parent: &span, error = %err, "Joining a channel failed.");
-                let frame = error(ErrorCode::NatsUnavailable, "retry");
-                let _ = events.send(frame_event(&frame)).await;
-                return;
-            }
-        }
-    }
-    outbox.push(
-        ServerFrame::Welcome {
-            session_id: uuid::Uuid::new_v4().to_string(),
-            user: admitted.user.clone(),
-            node: state.config.node_id.clone(),
-            epoch: state.epoch.to_string(),
-            heartbeat_ms: state.config.heartbeat.as_millis() as u64,
-            channels: channels.clone(),
-            token_exp: admitted.claims.exp,
-            // The cursor each channel resumes from, else its join-time seq.
-            seqs: channels
-                .iter()
-                .cloned()
-                .zip(joined.iter().enumerate().map(|(i, hw)| match &resume {
-                    Some((epoch, seqs)) if *epoch == *state.epoch => seqs[i],
-                    _ => *hw,
-                }))
-                .collect(),
-        }
-        .to_json()
-        .into(),
-    );
-    let replay_failed = tokio_util::sync::CancellationToken::new();
-    let mut replays = tokio::task::JoinSet::new();
-    let mut cursors = Vec::with_capacity(channels.len());
-    for (i, (channel, hw)) in channels.iter().zip(joined).enumerate() {
-        let since = resume
-            .as_ref()
-            .map(|(epoch, seqs)| (epoch.clone(), seqs[i]));
-        // A cursor of another epoch means nothing here (the replay says
-        // `history_truncated`): the stream's cursor starts at the live position.
-        let resumes_here = since.as_ref().filter(|(epoch, _)| **epoch == *state.epoch);
-        cursors.push(resumes_here.map_or(hw, |(_, since)| *since));
-        match since {
-            Some((epoch, since)) => {
-                let replay = Replay {
-                    state: state.clone(),
-                    channel: channel.clone(),
-                    member,
-                    outbox: outbox.clone(),
-                    cursor: Cursor {
-                        since,
-                        epoch: Some(epoch),
-                    },
-                    upto: hw,
-                    failed: replay_failed.clone(),
-                };
-                replays.spawn(replay.run().instrument(span.clone()));
-            }
-            None => state.hub.finish_replay(channel, member, hw),
-        }
-    }
-    for notice in notices {
-        outbox.push(notice.to_json().into());
-    }
+    // Each channel resumes from its own seq in the cursor.
+    let start = channels
+        .into_iter()
+        .enumerate()
+        .map(|(i, channel)| {
+            let cursor = resume.as_ref().map(|(epoch, seqs)| Cursor {
+                since: seqs[i],
+                epoch: Some(epoch.clone()),
+            });
+            (channel, cursor)
+        })
+        .collect();
+    let hello = Hello {
+        session_id: uuid::Uuid::new_v4(),
+        user: admitted.user.clone(),
+        token_exp: admitted.claims.exp,
+    };
+    let attached = attachment
+        .attach(hello, start, notices)
+        .instrument(span.clone())
+        .await;
+    // The stream's cursor starts where `welcome` says each channel starts.
+    let cursors = match attached {
+        Ok(seqs) => seqs,
+        Err(failed) => return end(&events, &state, failed, false).await,
+    };
     let mut stream = Stream {
         events,
-        channels,
         cursors,
         epoch: state.epoch.to_string(),
     };
@@ -220,101 +168,62 @@ async fn run(
         .serve(&state, &mut receiver, admitted.claims.exp, &replay_failed)
         .instrument(span)
         .await;
-    if let Some(ServerFrame::Error { code, .. }) = &last {
-        match code {
-            ErrorCode::SlowConsumer => state.metrics.slow_consumer(),
-            ErrorCode::ExpiredToken => state.metrics.auth_failed(*code),
-            _ => {}
-        }
-    }
-    if let Some(frame) = last {
-        if stuck {
-            // Not being read, and past its deadline: no waiting for room.
-            let _ = stream.events.try_send(frame_event(&frame));
-        } else {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                stream.events.send(frame_event(&frame)),
-            )
-            .await;
-        }
-    }
+    end(&stream.events, &state, last, stuck).await;
 }
 
-/// The channels a stream joined, left on drop: also if the session panics.
-struct Joined {
-    hub: Arc<Hub>,
-    channels: Vec<Channel>,
-    member: MemberId,
-}
-
-impl Drop for Joined {
-    fn drop(&mut self) {
-        for channel in &self.channels {
-            self.hub.leave(channel, self.member);
-        }
+/// Counts the end, and sends its last frame within its close timeout (at
+/// once or not at all for a stream `stuck` in a write).
+async fn end(events: &mpsc::Sender<Event>, state: &AppState, end: Disconnect, stuck: bool) {
+    end.count(&state.metrics);
+    let Some(frame) = end.last_frame(Transport::Sse) else {
+        return;
+    };
+    let bound = end.close_timeout(Transport::Sse, stuck);
+    if bound.is_zero() {
+        // Not being read, and past its deadline: no waiting for room.
+        let _ = events.try_send(frame_event(&frame));
+    } else {
+        let _ = tokio::time::timeout(bound, events.send(frame_event(&frame))).await;
     }
 }
 
 struct Stream {
     events: mpsc::Sender<Event>,
-    channels: Vec<Channel>,
-    /// The last seq sent per channel, in `channels` order: the SSE `id`.
+    /// The last seq sent per channel, in `welcome`'s order: the SSE `id`.
     cursors: Vec<u64>,
     epoch: String,
 }
 
 impl Stream {
-    /// Writes frames until the stream must end; returns its last frame, if
-    /// any, and whether it ended in the middle of a write.
+    /// Writes frames until the stream must end; returns why, and whether it
+    /// ended in the middle of a write.
     async fn serve(
         &mut self,
         state: &AppState,
         receiver: &mut OutboxReceiver,
         exp: u64,
-        replay_failed: &tokio_util::sync::CancellationToken,
-    ) -> (Option<ServerFrame>, bool) {
+        replay_failed: &CancellationToken,
+    ) -> (Disconnect, bool) {
         let overflowed = receiver.overflowed().clone();
-        let expires_at = crate::deadline::unix_deadline(exp);
+        let expires_at = unix_deadline(exp);
         let expiry = tokio::time::sleep_until(expires_at);
         tokio::pin!(expiry);
-        let draining = || ServerFrame::Reconnect {
-            reason: "draining".into(),
-        };
-        let slow = || {
-            error(
-                ErrorCode::SlowConsumer,
-                "the stream read too slowly; reconnect with Last-Event-ID",
-            )
-        };
-        let failed = || {
-            error(
-                ErrorCode::NatsUnavailable,
-                "the history could not be read; reconnect with Last-Event-ID",
-            )
-        };
-        let expired = || {
-            error(
-                ErrorCode::ExpiredToken,
-                "the token expired; reconnect with a fresh one",
-            )
-        };
         loop {
             tokio::select! {
                 biased;
-                () = state.draining.cancelled() => return (Some(draining()), false),
-                () = overflowed.cancelled() => return (Some(slow()), false),
-                () = replay_failed.cancelled() => return (Some(failed()), false),
-                () = &mut expiry => return (Some(expired()), false),
-                () = self.events.closed() => return (None, false),
+                () = state.draining.cancelled() => return (Disconnect::Draining, false),
+                () = overflowed.cancelled() => return (Disconnect::SlowConsumer, false),
+                () = replay_failed.cancelled() => return (Disconnect::ReplayFailed, false),
+                () = &mut expiry => return (Disconnect::TokenExpired, false),
+                () = self.events.closed() => return (Disconnect::Gone, false),
                 Some(frame) = receiver.recv() => {
                     // The timer may lag behind the clock: nothing is written
                     // once the token has expired.
                     if Instant::now() >= expires_at {
-                        return (Some(expired()), false);
+                        return (Disconnect::TokenExpired, false);
                     }
                     let len = frame.text.len();
-                    let event = self.event_for(&frame.text);
+                    let event = self.event_for(&frame);
                     let sent = match self.events.try_send(event) {
                         Ok(()) => true,
                         Err(TrySendError::Closed(_)) => false,
@@ -322,16 +231,16 @@ impl Stream {
                         Err(TrySendError::Full(event)) => tokio::select! {
                             biased;
                             sent = self.events.send(event) => sent.is_ok(),
-                            () = state.draining.cancelled() => return (Some(draining()), false),
-                            () = overflowed.cancelled() => return (Some(slow()), false),
-                            () = replay_failed.cancelled() => return (Some(failed()), false),
-                            () = &mut expiry => return (Some(expired()), true),
-                            () = tokio::time::sleep(state.config.write_timeout) => return (Some(slow()), true),
+                            () = state.draining.cancelled() => return (Disconnect::Draining, false),
+                            () = overflowed.cancelled() => return (Disconnect::SlowConsumer, false),
+                            () = replay_failed.cancelled() => return (Disconnect::ReplayFailed, false),
+                            () = &mut expiry => return (Disconnect::TokenExpired, true),
+                            () = tokio::time::sleep(state.config.write_timeout) => return (Disconnect::WriteTimeout, true),
                         },
                     };
                     receiver.release(len);
                     if !sent {
-                        return (None, false);
+                        return (Disconnect::Gone, false);
                     }
                     state.metrics.frames_written([frame.kind]);
                 }
@@ -339,33 +248,18 @@ impl Stream {
         }
     }
 
-    /// An `event` frame advances its channel's cursor and carries the whole cursor as `id`.
-    fn event_for(&mut self, frame: &str) -> Event {
-        #[derive(Deserialize)]
-        struct Head {
-            #[serde(rename = "type")]
-            kind: String,
-            #[serde(default)]
-            channel: Option<String>,
-            #[serde(default)]
-            seq: Option<u64>,
-        }
-        let event = Event::default().data(frame);
-        let Ok(Head {
-            kind,
-            channel: Some(channel),
-            seq: Some(seq),
-        }) = serde_json::from_str::<Head>(frame)
-        else {
+    /// An event advances its channel's cursor and carries the whole cursor
+    /// as `id`. Its channel is its slot: the stream's channels are the ones
+    /// it started with, so slot `i` is `cursors[i]`.
+    fn event_for(&mut self, frame: &Queued) -> Event {
+        let event = Event::default().data(frame.text.as_str());
+        let (Some(slot), Some(seq)) = (frame.channel, frame.kind.seq()) else {
             return event;
         };
-        let Some(i) = self.channels.iter().position(|c| c.to_string() == channel) else {
+        let Some(cursor) = self.cursors.get_mut(slot as usize) else {
             return event;
         };
-        if kind != "event" {
-            return event;
-        }
-        self.cursors[i] = self.cursors[i].max(seq);
+        *cursor = (*cursor).max(seq);
         let seqs: Vec<String> = self.cursors.iter().map(u64::to_string).collect();
         event.id(format!("{}/{}", self.epoch, seqs.join(".")))
     }
@@ -384,14 +278,6 @@ fn parse_cursors(id: &str, n_channels: usize) -> Option<(String, Vec<u64>)> {
 
 fn frame_event(frame: &ServerFrame) -> Event {
     Event::default().data(frame.to_json())
-}
-
-fn error(code: ErrorCode, message: &str) -> ServerFrame {
-    ServerFrame::Error {
-        code,
-        message: message.into(),
-        r#ref: None,
-    }
 }
 
 #[cfg(test)]

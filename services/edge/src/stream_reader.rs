@@ -32,7 +32,7 @@ use herald_shared::{
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::metrics::parse_time_stamp;
+use crate::frame::parse_time_stamp;
 
 /// Messages per batch request (a page is also bounded in bytes).
 const PAGE_SIZE: usize = 256;

@@ -11,7 +11,7 @@ use axum::extract::ws::Utf8Bytes;
 use herald_shared::{channel::Channel, frames::encode_event_frame, subject::stored_subject};
 
 use super::recovery::Recovery;
-use crate::{metrics::FrameKind, outbox::Outbox};
+use crate::{frame::FrameKind, outbox::Outbox};
 
 /// Identifies one socket's membership in the hub.
 pub(crate) type MemberId = u64;
@@ -112,7 +112,7 @@ impl Entry {
             return 0;
         }
         state.hw = seq;
-        let kind = FrameKind::Live { stored_at };
+        let kind = FrameKind::Live { seq, stored_at };
         for member in state.members.values_mut() {
             if let Some((frame, kind)) = member.recovery.offer(seq, (frame.clone(), kind)) {
                 queue(&member.outbox, frame, kind);
@@ -151,10 +151,15 @@ mod tests {
     fn seqs(socket: &mut OutboxReceiver) -> Vec<u64> {
         std::iter::from_fn(|| socket.try_recv())
             .map(|queued| {
-                assert_eq!(queued.kind, FrameKind::Live { stored_at: None });
                 let frame: serde_json::Value = serde_json::from_str(&queued.text).expect("JSON");
                 assert_eq!(frame["channel"], "ns:team-42");
-                frame["seq"].as_u64().expect("a seq")
+                let seq = frame["seq"].as_u64().expect("a seq");
+                let kind = FrameKind::Live {
+                    seq,
+                    stored_at: None,
+                };
+                assert_eq!(queued.kind, kind, "the kind carries the frame's seq");
+                seq
             })
             .collect()
     }

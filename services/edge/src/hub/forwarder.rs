@@ -26,7 +26,8 @@ use super::{
     gap::{Gap, Live},
 };
 use crate::{
-    metrics::{Metrics, parse_time_stamp},
+    frame::parse_time_stamp,
+    metrics::Metrics,
     stream_reader::{Range, ReadError, StreamReader},
 };
 
