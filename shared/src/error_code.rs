@@ -46,13 +46,20 @@ pub enum ErrorCode {
     UnknownFrame,
     /// The socket has joined as many namespaces as it may.
     TooManySubscriptions,
+    /// The user has as many connections on this edge as it may
+    /// (`--max-connections-per-user`); back off before reconnecting.
+    TooManyConnections,
+    /// The user's session was ended by the service (a disconnect or a token
+    /// revocation through the publisher's session API), or the token was
+    /// issued before a revocation. Do not reconnect with the same token.
+    Revoked,
     /// An unexpected server-side failure; the message says nothing more.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and schema tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::MalformedJson,
         Self::MissingToken,
         Self::InvalidToken,
@@ -69,6 +76,8 @@ impl ErrorCode {
         Self::MalformedFrame,
         Self::UnknownFrame,
         Self::TooManySubscriptions,
+        Self::TooManyConnections,
+        Self::Revoked,
         Self::InternalError,
     ];
 
@@ -91,6 +100,8 @@ impl ErrorCode {
             Self::MalformedFrame => "MALFORMED_FRAME",
             Self::UnknownFrame => "UNKNOWN_FRAME",
             Self::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
+            Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            Self::Revoked => "REVOKED",
             Self::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -102,12 +113,12 @@ impl ErrorCode {
             | Self::MalformedFrame
             | Self::UnknownFrame
             | Self::ForbiddenNamespace => 400,
-            Self::MissingToken | Self::InvalidToken | Self::ExpiredToken => 401,
+            Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::Revoked => 401,
             Self::Forbidden => 403,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::ValidationFailed | Self::UnknownEventType => 422,
-            Self::RateLimited | Self::TooManySubscriptions => 429,
+            Self::RateLimited | Self::TooManySubscriptions | Self::TooManyConnections => 429,
             Self::InternalError => 500,
             Self::NatsUnavailable | Self::SlowConsumer => 503,
         }
@@ -120,7 +131,9 @@ impl ErrorCode {
             Self::InvalidToken => Some(4002),
             Self::ExpiredToken => Some(4003),
             Self::ForbiddenNamespace => Some(4004),
+            Self::TooManyConnections => Some(4005),
             Self::SlowConsumer => Some(4008),
+            Self::Revoked => Some(4010),
             Self::RateLimited => Some(4029),
             _ => None,
         }
@@ -212,7 +225,9 @@ mod tests {
             (ErrorCode::InvalidToken, 4002),
             (ErrorCode::ExpiredToken, 4003),
             (ErrorCode::ForbiddenNamespace, 4004),
+            (ErrorCode::TooManyConnections, 4005),
             (ErrorCode::SlowConsumer, 4008),
+            (ErrorCode::Revoked, 4010),
             (ErrorCode::RateLimited, 4029),
         ];
         for (code, close) in table {

@@ -23,6 +23,8 @@ export type ErrorCode =
   | "MALFORMED_FRAME"
   | "UNKNOWN_FRAME"
   | "TOO_MANY_SUBSCRIPTIONS"
+  | "TOO_MANY_CONNECTIONS"
+  | "REVOKED"
   | "INTERNAL_ERROR";
 
 /**
