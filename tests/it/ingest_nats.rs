@@ -370,6 +370,7 @@ async fn a_message_that_never_can_be_stored_is_dead_lettered_after_the_last_atte
         ack_wait: Duration::from_secs(2),
         max_attempts: 3,
         window: 512,
+        replicas: 1,
     });
     let _publisher = TestPublisher::spawn_with(config.clone()).await;
     let js = domain_service(&nats).await;

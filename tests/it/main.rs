@@ -6,6 +6,7 @@
 
 mod assets;
 mod auth;
+mod cluster;
 mod config;
 mod deadlines;
 mod delivery;

@@ -30,9 +30,14 @@ pub struct TestEdge {
 
 /// The publisher configuration the tests use, for tweaking.
 pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
+    publisher_config_on(&nats.url)
+}
+
+/// As [`publisher_config`], connecting to `nats_url` (e.g. a cluster node's).
+pub fn publisher_config_on(nats_url: &str) -> herald_publisher::Config {
     herald_publisher::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        nats_url: nats.url.clone(),
+        nats_url: nats_url.into(),
         keys: KeySet::hs256(TEST_SECRET.as_bytes()),
         expect: Expectations {
             audience: "herald-publisher".into(),
@@ -43,6 +48,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
             max_age: Duration::from_secs(3600),
             max_bytes: 256 << 20,
             dedup_window: Duration::from_secs(120),
+            replicas: 1,
         },
         publish_window: 256,
         limits: herald_publisher::config::PublishLimits::default(),
@@ -51,6 +57,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
             ack_wait: Duration::from_secs(2),
             max_attempts: 10,
             window: 512,
+            replicas: 1,
         }),
         dev_mode: false,
     }
@@ -58,9 +65,14 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
 
 /// The edge configuration the tests use, for tweaking.
 pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
+    edge_config_on(&nats.url, node_id)
+}
+
+/// As [`edge_config`], connecting to `nats_url` (e.g. a cluster node's).
+pub fn edge_config_on(nats_url: &str, node_id: &str) -> herald_edge::Config {
     herald_edge::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        nats_url: nats.url.clone(),
+        nats_url: nats_url.into(),
         keys: KeySet::hs256(TEST_SECRET.as_bytes()),
         expect: Expectations {
             audience: "herald".into(),

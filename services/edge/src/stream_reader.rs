@@ -15,10 +15,23 @@
 //! history on a NATS connection of its own, so even that would not cut live
 //! delivery. Requests take turns (`--replay-concurrency` at once), so what
 //! is in flight stays a few MiB whatever the number of replays and repairs.
+//!
+//! On a replicated stream every replica answers direct gets, followers
+//! included, and a follower may be behind the leader. No read may come up
+//! short or go back in time for that (docs/delivery.md, "Reads on a
+//! cluster"): a range `(after, upto]` must end at `upto` (a seq stored on
+//! that very subject), a `multi_last` must come from a responder whose last
+//! seq (`Nats-UpTo-Sequence`) is at least the highest seq this node has seen
+//! stored, and "nothing stored from here on" is confirmed by the stream
+//! leader. A responder behind is asked again after a short pause, a few
+//! times, and then the read fails as any failed read does.
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -44,6 +57,12 @@ const MULTI_LAST_SUBJECTS: usize = 64;
 /// client (which waits while it reconnects).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const NUM_PENDING: &str = "Nats-Num-Pending";
+/// On a `multi_last` end-of-batch: the responder's last seq (none was asked for).
+const UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
+/// How often a read answered by a replica behind is asked again; the pauses
+/// between double from [`BEHIND_PAUSE`], so a follower has ~1.5 s to catch up.
+const BEHIND_ATTEMPTS: u32 = 5;
+const BEHIND_PAUSE: Duration = Duration::from_millis(100);
 /// How often a page that came back with a hole is asked for again.
 const PAGE_ATTEMPTS: u32 = 3;
 
@@ -68,6 +87,10 @@ pub(crate) enum ReadError {
     Status { status: u16, description: String },
     #[error("a reply without Nats-Sequence or Nats-Subject")]
     Malformed,
+    /// The replica that answered has not stored `needed` yet: its answer
+    /// could be short or older than what this node already saw.
+    #[error("the answering replica is behind: it is at seq {at}, seq {needed} is stored")]
+    Behind { at: u64, needed: u64 },
     /// Replies of one batch went missing: the connection was cut off and
     /// came back mid-batch, so the rest (and the end-of-batch) arrived on
     /// the new one.
@@ -94,6 +117,24 @@ pub(crate) struct StreamReader {
     /// replays of many sockets advance a page each in turn, and a gap
     /// repair waits behind at most one page per turn.
     turns: Arc<Semaphore>,
+    /// The highest seq this node knows to be stored (live copies and read
+    /// replies): a `multi_last` from a replica below it is stale.
+    seen: Arc<AtomicU64>,
+    /// The subject of a message this node saw stored (one of the latest),
+    /// added to every `multi_last` so that the answer always has an
+    /// end-of-batch with the responder's last seq, even when none of the
+    /// channels asked about has anything stored.
+    anchor: Arc<Mutex<Option<String>>>,
+}
+
+/// One batch's answer.
+#[derive(Debug, Default)]
+struct Batch {
+    messages: Vec<StoredMessage>,
+    /// More matched than fit.
+    more: bool,
+    /// `multi_last` only: the responder's last seq.
+    up_to: Option<u64>,
 }
 
 /// Walks one subject's messages in `(after, upto]`, a page at a time.
@@ -116,29 +157,145 @@ impl StreamReader {
             api_subject: direct_get_subject(NOTIFY_STREAM).into(),
             page_bytes,
             turns: Arc::new(Semaphore::new(concurrency.max(1))),
+            seen: Arc::new(AtomicU64::new(0)),
+            anchor: Arc::default(),
         }
     }
 
-    /// The last stored seq of each subject that has one.
+    /// Notes that `seq` is stored on `subject` (e.g. a live copy arrived).
+    pub(crate) fn saw(&self, seq: u64, subject: &str) {
+        if self.seen.fetch_max(seq, Ordering::Relaxed) < seq {
+            let mut anchor = self.anchor.lock().expect("anchor lock");
+            if anchor.as_deref() != Some(subject) {
+                *anchor = Some(subject.to_string());
+            }
+        }
+    }
+
+    /// The last stored seq of each subject that has one, as of a moment no
+    /// earlier than any seq this node saw stored before the call.
     pub(crate) async fn last_seqs(
         &self,
         subjects: &[String],
     ) -> Result<HashMap<String, u64>, ReadError> {
         let mut lasts = HashMap::with_capacity(subjects.len());
         for chunk in subjects.chunks(MULTI_LAST_SUBJECTS) {
-            let request = json!({ "multi_last": chunk, "batch": chunk.len() });
-            let (messages, _) = self.batch(&request).await?;
-            lasts.extend(messages.into_iter().map(|m| (m.subject, m.seq)));
+            let floor = self.seen.load(Ordering::Relaxed);
+            let anchor = self.anchor.lock().expect("anchor lock").clone();
+            let mut asked = chunk.to_vec();
+            if let Some(anchor) = anchor.filter(|a| !chunk.contains(a)) {
+                asked.push(anchor);
+            }
+            let request = json!({ "multi_last": asked, "batch": asked.len() });
+            let batch = self
+                .until_current(|| async {
+                    let batch = self.batch(&request).await?;
+                    // Nothing matched (404, no end-of-batch) though the anchor
+                    // is stored: behind, or retention removed the anchor.
+                    let at = batch.up_to.unwrap_or(0);
+                    if at < floor {
+                        return Err(ReadError::Behind { at, needed: floor });
+                    }
+                    Ok(Some(batch))
+                })
+                .await;
+            let batch = match batch {
+                Ok(batch) => batch,
+                // Only the leader can tell those apart (rare: the anchor is
+                // renewed by every live copy).
+                Err(ReadError::Behind { at: 0, .. }) => None,
+                Err(err) => return Err(err),
+            };
+            match batch {
+                Some(batch) => {
+                    self.seen
+                        .fetch_max(batch.up_to.unwrap_or(0), Ordering::Relaxed);
+                    lasts.extend(
+                        batch
+                            .messages
+                            .into_iter()
+                            .filter(|m| chunk.contains(&m.subject))
+                            .map(|m| (m.subject, m.seq)),
+                    );
+                }
+                None => {
+                    for subject in chunk {
+                        if let Some(seq) = self.leader_last_seq(subject).await? {
+                            lasts.insert(subject.clone(), seq);
+                        }
+                    }
+                }
+            }
         }
         Ok(lasts)
     }
 
+    /// The last seq stored on `subject`, from the stream leader.
+    async fn leader_last_seq(&self, subject: &str) -> Result<Option<u64>, ReadError> {
+        let jetstream = async_nats::jetstream::new(self.nats.clone());
+        let read = async {
+            let stream = jetstream.get_stream_no_info(NOTIFY_STREAM).await?;
+            match stream.get_last_raw_message_by_subject(subject).await {
+                Ok(message) => Ok(Some(message.sequence)),
+                Err(err) if is_no_message(&err) => Ok(None),
+                Err(err) => Err(async_nats::Error::from(err)),
+            }
+        };
+        tokio::time::timeout(REPLY_TIMEOUT, read)
+            .await
+            .map_err(|_| ReadError::TimedOut)?
+            .map_err(ReadError::Nats)
+    }
+
     /// The first seq stored at or after `seq` on any channel; `None` when the
-    /// stream holds nothing from there on.
+    /// stream holds nothing from there on. A replica behind holds a prefix
+    /// of the stream, so only its "nothing" can be wrong: that one is asked
+    /// of the stream leader.
     pub(crate) async fn first_seq_from(&self, seq: u64) -> Result<Option<u64>, ReadError> {
         let request = json!({ "seq": seq.max(1), "batch": 1, "next_by_subj": NOTIFY_SUBJECTS });
-        let (messages, _) = self.batch(&request).await?;
-        Ok(messages.first().map(|m| m.seq))
+        let batch = self.batch(&request).await?;
+        if let Some(first) = batch.messages.first() {
+            return Ok(Some(first.seq));
+        }
+        let jetstream = async_nats::jetstream::new(self.nats.clone());
+        let read = async {
+            let stream = jetstream.get_stream_no_info(NOTIFY_STREAM).await?;
+            let message = stream
+                .raw_message_builder()
+                .sequence(seq.max(1))
+                .next_by_subject(NOTIFY_SUBJECTS.to_string())
+                .send()
+                .await;
+            match message {
+                Ok(message) => Ok(Some(message.sequence)),
+                Err(err) if is_no_message(&err) => Ok(None),
+                Err(err) => Err(async_nats::Error::from(err)),
+            }
+        };
+        tokio::time::timeout(REPLY_TIMEOUT, read)
+            .await
+            .map_err(|_| ReadError::TimedOut)?
+            .map_err(ReadError::Nats)
+    }
+
+    /// Runs `read` until it is answered by a replica that is not behind, a
+    /// few times with growing pauses; any other outcome is returned at once.
+    async fn until_current<T, F, Fut>(&self, read: F) -> Result<T, ReadError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, ReadError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match read().await {
+                Err(err @ ReadError::Behind { .. }) if attempt < BEHIND_ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "Read answered by a replica behind; asking again.");
+                    tokio::time::sleep(BEHIND_PAUSE * (1 << (attempt - 1))).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The stream's last seq (0 when it never stored anything). Through the
@@ -158,10 +315,7 @@ impl StreamReader {
 
     /// One batch request: the messages, and whether more match after them.
     /// Every await is bounded: a read either answers or fails.
-    async fn batch(
-        &self,
-        request: &serde_json::Value,
-    ) -> Result<(Vec<StoredMessage>, bool), ReadError> {
+    async fn batch(&self, request: &serde_json::Value) -> Result<Batch, ReadError> {
         let _turn = self
             .turns
             .acquire()
@@ -201,10 +355,22 @@ impl StreamReader {
                     let pending = header(NUM_PENDING)
                         .and_then(|v| v.parse::<u64>().ok())
                         .unwrap_or(0);
-                    return Ok((messages, pending > 0));
+                    if let Some(last) = messages.iter().max_by_key(|m| m.seq) {
+                        self.saw(last.seq, &last.subject);
+                    }
+                    return Ok(Batch {
+                        messages,
+                        more: pending > 0,
+                        up_to: header(UP_TO_SEQUENCE).and_then(|v| v.parse().ok()),
+                    });
                 }
                 // Nothing matched at all (also for batch requests: no EOB follows).
-                Some(404) => return Ok((messages, false)),
+                Some(404) => {
+                    return Ok(Batch {
+                        messages,
+                        ..Batch::default()
+                    });
+                }
                 Some(status) => {
                     let description = reply.description.clone().unwrap_or_default();
                     return Err(ReadError::Status {
@@ -236,11 +402,24 @@ impl StreamReader {
                         stored_at,
                     });
                     if !batched {
-                        return Ok((messages, true));
+                        return Ok(Batch {
+                            messages,
+                            more: true,
+                            up_to: None,
+                        });
                     }
                 }
             }
         }
+    }
+}
+
+fn is_no_message(err: &async_nats::jetstream::stream::RawMessageError) -> bool {
+    use async_nats::jetstream::{ErrorCode, stream::RawMessageErrorKind};
+    match err.kind() {
+        RawMessageErrorKind::NoMessageFound => true,
+        RawMessageErrorKind::JetStream(e) => e.error_code() == ErrorCode::NO_MESSAGE_FOUND,
+        _ => false,
     }
 }
 
@@ -287,29 +466,50 @@ impl Range {
             "next_by_subj": self.subject,
         });
         let mut attempt = 1;
-        let (mut page, more) = loop {
-            match reader.batch(&request).await {
+        let mut page = loop {
+            let read = async {
+                let batch = reader.batch(&request).await?;
+                let mut page = batch.messages;
+                if page.is_empty() && batch.more {
+                    // One notification larger than a page: read it alone.
+                    let request =
+                        json!({ "seq": self.next, "batch": 1, "next_by_subj": self.subject });
+                    page = reader.batch(&request).await?.messages;
+                }
+                // `upto` is stored on this subject (the channel's last seq, or
+                // the previous seq a live copy named): nothing more before
+                // reaching it means the replica that answered is behind.
+                if page.is_empty() && self.next <= self.upto {
+                    return Err(ReadError::Behind {
+                        at: self.next - 1,
+                        needed: self.upto,
+                    });
+                }
+                Ok(page)
+            };
+            match read.await {
                 Err(err @ ReadError::Incomplete { .. }) if attempt < PAGE_ATTEMPTS => {
                     tracing::debug!(error = %err, attempt, "Page read with a hole; reading it again.");
+                    attempt += 1;
+                }
+                Err(err @ ReadError::Behind { .. }) if attempt < BEHIND_ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "Page read from a replica behind; asking again.");
+                    tokio::time::sleep(BEHIND_PAUSE * (1 << (attempt - 1))).await;
                     attempt += 1;
                 }
                 read => break read?,
             }
         };
-        if page.is_empty() && more {
-            // One notification larger than a page: read it alone.
-            let request = json!({ "seq": self.next, "batch": 1, "next_by_subj": self.subject });
-            page = reader.batch(&request).await?.0;
-        }
         if let Some(last) = page.last() {
             self.next = last.seq + 1;
         }
         page.retain(|m| m.seq <= self.upto);
-        // Done once past `upto` or when nothing more is found, never on the
-        // batch's word alone: under a storm a page came back cut short with
-        // nothing said to be pending, and the replay ended there, silently
-        // skipping the rest (the stall of issue 10, item 9).
-        self.done = self.next > self.upto || page.is_empty();
+        // Done once past `upto`, never on the batch's word alone: under a
+        // storm a page came back cut short with nothing said to be pending,
+        // and the replay ended there, silently skipping the rest (the stall
+        // of issue 10, item 9). A page that ends before `upto` is followed by
+        // another read, which finds the rest or says the replica is behind.
+        self.done = self.next > self.upto;
         Ok(if page.is_empty() { None } else { Some(page) })
     }
 }

@@ -36,6 +36,11 @@ pub struct Args {
     /// The most bytes the notification stream keeps; the oldest go first.
     #[arg(long, env = "HERALD_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
     pub stream_max_bytes: i64,
+    /// Replicas of every stream the publisher creates (and of its domain
+    /// consumer): 1 on one nats-server, 3 on a cluster. Existing streams are
+    /// moved to this count at start-up, keeping their epoch.
+    #[arg(long, env = "HERALD_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
     /// How many JetStream acks one request may wait for at once.
     #[arg(long, env = "HERALD_PUBLISH_WINDOW", default_value_t = 256)]
     pub publish_window: usize,
@@ -149,6 +154,13 @@ impl TryFrom<Args> for Config {
                 reason: "must be at least 1".into(),
             });
         }
+        if !(1..=5).contains(&args.stream_replicas) {
+            // JetStream keeps at most 5 copies.
+            return Err(ConfigError::Invalid {
+                flag: "--stream-replicas",
+                reason: "must be from 1 to 5".into(),
+            });
+        }
         let min_stored = MAX_ENVELOPE_BYTES as u64;
         let max_stored = u64::try_from(args.stream_max_bytes).unwrap_or(u64::MAX);
         if !(min_stored..=max_stored).contains(&args.max_event_stored_bytes) {
@@ -173,6 +185,7 @@ impl TryFrom<Args> for Config {
                 max_age: Duration::from_secs(args.stream_max_age_secs),
                 max_bytes: args.stream_max_bytes,
                 dedup_window,
+                replicas: args.stream_replicas,
             },
             publish_window: args.publish_window.max(1),
             limits: PublishLimits {
@@ -184,6 +197,7 @@ impl TryFrom<Args> for Config {
                 ack_wait: ingest_ack_wait,
                 max_attempts: args.ingest_max_attempts,
                 window: args.ingest_window.clamp(1, 10_000),
+                replicas: args.stream_replicas,
             }),
             dev_mode: args.jwt.dev,
         })
@@ -210,6 +224,21 @@ mod tests {
         assert_eq!(ingest.ack_wait, Duration::from_secs(30));
         assert_eq!(ingest.max_attempts, 10);
         assert!(config(&["--no-ingest"]).unwrap().ingest.is_none());
+    }
+
+    #[test]
+    fn streams_have_one_replica_unless_told() {
+        let one = config(&[]).unwrap();
+        assert_eq!((one.stream.replicas, one.ingest.unwrap().replicas), (1, 1));
+        let three = config(&["--stream-replicas", "3"]).unwrap();
+        assert_eq!(
+            (three.stream.replicas, three.ingest.unwrap().replicas),
+            (3, 3)
+        );
+        for bad in ["0", "6"] {
+            let err = config(&["--stream-replicas", bad]).unwrap_err();
+            assert!(err.to_string().contains("--stream-replicas"), "{err}");
+        }
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct StreamLimits {
     pub max_bytes: i64,
     /// A repeated `Nats-Msg-Id` within this window is not stored again.
     pub dedup_window: Duration,
+    /// Copies JetStream keeps of the stream (`--stream-replicas`): 1 on a
+    /// single server, 3 on a cluster so that a node may die.
+    pub replicas: usize,
 }
 
 /// How the publisher consumes domain events from NATS (`--ingest-*` flags).
@@ -48,6 +51,9 @@ pub struct IngestLimits {
     /// Domain messages out to the one active publisher at once (the
     /// consumer's `max_ack_pending`); at least 1.
     pub window: u32,
+    /// Copies of the domain and dead-letter streams and of the domain
+    /// consumer (`--stream-replicas`, as for the notification stream).
+    pub replicas: usize,
 }
 
 /// The priority group every replica pulls the domain consumer with.
@@ -89,14 +95,14 @@ pub async fn ensure_domain_streams(
     limits: &IngestLimits,
 ) -> Result<PullConsumer, EnsureError> {
     jetstream
-        .create_or_update_stream(dead_letter_config())
+        .create_or_update_stream(dead_letter_config(limits.replicas))
         .await
         .map_err(|source| EnsureError::Stream {
             stream: DEAD_LETTER_STREAM,
             source,
         })?;
     jetstream
-        .create_or_update_stream(domain_config())
+        .create_or_update_stream(domain_config(limits.replicas))
         .await
         .map_err(|source| EnsureError::Stream {
             stream: DOMAIN_STREAM,
@@ -108,7 +114,7 @@ pub async fn ensure_domain_streams(
         .map_err(EnsureError::Consumer)
 }
 
-fn domain_config() -> Config {
+fn domain_config(replicas: usize) -> Config {
     Config {
         name: DOMAIN_STREAM.into(),
         description: Some("Domain events for Herald's publishers; removed once processed".into()),
@@ -124,11 +130,12 @@ fn domain_config() -> Config {
         // over HTTP, instead of being dead-lettered later.
         max_message_size: i32::try_from(MAX_ENVELOPE_BYTES + DOMAIN_HEADER_ALLOWANCE)
             .unwrap_or(i32::MAX),
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
-fn dead_letter_config() -> Config {
+fn dead_letter_config(replicas: usize) -> Config {
     Config {
         name: DEAD_LETTER_STREAM.into(),
         description: Some("Domain messages Herald refused, with the reason and the payload".into()),
@@ -140,6 +147,7 @@ fn dead_letter_config() -> Config {
         max_bytes: -1,
         max_messages: -1,
         max_messages_per_subject: -1,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -164,12 +172,17 @@ fn domain_consumer_config(limits: &IngestLimits) -> consumer::pull::Config {
         priority_policy: PriorityPolicy::PinnedClient,
         priority_groups: vec![DOMAIN_PRIORITY_GROUP.into()],
         priority_timeout: limits.ack_wait,
+        // Inherited (0): JetStream keeps a work queue's consumer at its
+        // stream's count and moves it along when the stream is scaled; an
+        // explicit count would be refused until the stream has moved.
+        num_replicas: 0,
         ..Default::default()
     }
 }
 
 /// Creates the notification stream, or brings an existing one to `limits`
-/// while keeping its epoch. Safe to run from several replicas at once.
+/// (its replica count included: JetStream moves it) while keeping its
+/// epoch. Safe to run from several replicas at once.
 ///
 /// # Errors
 /// JetStream is unreachable or refuses the configuration.
@@ -226,6 +239,7 @@ fn notify_config(limits: &StreamLimits, epoch: &str) -> Config {
         max_messages: -1,
         max_messages_per_subject: -1,
         duplicate_window: limits.dedup_window.min(limits.max_age),
+        num_replicas: limits.replicas,
         allow_direct: true,
         republish: Some(Republish {
             source: NOTIFY_SUBJECTS.into(),

@@ -59,8 +59,11 @@ impl Entry {
 
     /// Where live delivery starts when the subscription starts: the
     /// channel's last stored seq, read after the subscription is in place.
+    /// Never lowers `hw`: an answer from a replica behind must not make
+    /// the channel deliver again what it delivered already.
     pub(super) fn start_at(&self, hw: u64) {
-        self.state.lock().expect("entry lock").hw = hw;
+        let mut state = self.state.lock().expect("entry lock");
+        state.hw = state.hw.max(hw);
     }
 
     /// Adds `member`; with `replaying`, its live frames are held until

@@ -173,6 +173,8 @@ impl Forwarding {
                         tracing::warn!(channel = %self.channel, "Live message without Nats-Sequence; skipped.");
                         continue;
                     };
+                    // Stored: no read may answer from a replica behind it.
+                    self.reader.saw(seq, &self.stored_subject);
                     // The previous seq stored on this subject: above hw means we missed some.
                     let previous = header(NATS_LAST_SEQUENCE).unwrap_or(0);
                     match Live::classify(entry.hw(), seq, previous) {

@@ -10,6 +10,11 @@
 //! the client once, in order. The caller hands over under the same lock as
 //! it delivers, so no later live frame can overtake the held ones.
 //!
+//! After the hand-over the member never takes a seq at or below `upto` (nor
+//! below its own cursor, which `upto` is when the client was further on):
+//! a channel whose `hw` was read from a replica behind may repair seqs the
+//! client has already, and those must not reach it a second time.
+//!
 //! Pure logic over `(seq, frame)` pairs: the hub's frames are one type of
 //! frame among any.
 
@@ -18,8 +23,8 @@ use std::mem;
 /// How a member of a channel takes the channel's live frames.
 #[derive(Debug)]
 pub(super) enum Recovery<F> {
-    /// Live frames go to the socket as they come.
-    Live,
+    /// Live frames above `floor` go to the socket as they come.
+    Live { floor: u64 },
     /// The member replays: live frames wait here, in seq order.
     Replaying(Vec<(u64, F)>),
 }
@@ -31,7 +36,7 @@ impl<F> Recovery<F> {
         if replaying {
             Self::Replaying(Vec::new())
         } else {
-            Self::Live
+            Self::Live { floor: 0 }
         }
     }
 
@@ -39,7 +44,7 @@ impl<F> Recovery<F> {
     /// back to be queued now.
     pub(super) fn offer(&mut self, seq: u64, frame: F) -> Option<F> {
         match self {
-            Self::Live => Some(frame),
+            Self::Live { floor } => (seq > *floor).then_some(frame),
             Self::Replaying(held) => {
                 held.push((seq, frame));
                 None
@@ -52,9 +57,15 @@ impl<F> Recovery<F> {
     /// queued before any later live frame. Live from now on; on a member
     /// already live, returns nothing.
     pub(super) fn finish(&mut self, replayed_upto: u64) -> impl Iterator<Item = F> + use<F> {
-        let held = match mem::replace(self, Self::Live) {
-            Self::Live => Vec::new(),
-            Self::Replaying(held) => held,
+        let held = match self {
+            Self::Live { .. } => Vec::new(),
+            Self::Replaying(held) => {
+                let held = mem::take(held);
+                *self = Self::Live {
+                    floor: replayed_upto,
+                };
+                held
+            }
         };
         held.into_iter()
             .filter(move |(seq, _)| *seq > replayed_upto)
@@ -96,6 +107,11 @@ mod tests {
             "live after the hand-over"
         );
         assert_eq!(recovery.finish(12).count(), 0, "handed over once");
+        assert_eq!(
+            recovery.offer(9, frame(9)),
+            None,
+            "never again at or below the replay, even if a repair offers it"
+        );
     }
 
     /// The whole promise: history `(since, upto]` then the hand-over is

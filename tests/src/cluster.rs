@@ -1,0 +1,358 @@
+//! Three real nats-servers in one JetStream cluster on loopback, each with a
+//! temporary store, each killable, stoppable (to make a lagging replica) and
+//! restartable on its store; killed and cleaned up on drop.
+//!
+//! Routes need every node's cluster port before any node starts, so all ports
+//! are chosen free up front (bind to port 0, then let go); if another process
+//! takes one in between, the whole cluster is started again on new ports.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::nats::binary;
+
+/// Nodes in the cluster.
+pub const NODES: usize = 3;
+/// Attempts at starting the cluster on fresh ports.
+const START_ATTEMPTS: u32 = 3;
+
+/// A three-node JetStream cluster.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One node: its process, store and configuration survive restarts.
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// `n1`, `n2`, `n3`: the server name (`/jsz`'s leader names).
+    pub name: String,
+    /// `nats://127.0.0.1:<port>`
+    pub url: String,
+    /// `http://127.0.0.1:<port>`, the monitoring endpoint.
+    pub monitoring: String,
+    child: Option<Child>,
+    config: PathBuf,
+    /// The store and the config file; removed on drop.
+    _dir: TempDir,
+}
+
+#[derive(Deserialize)]
+struct Jsz {
+    #[serde(default)]
+    meta_cluster: Option<MetaCluster>,
+}
+
+#[derive(Deserialize)]
+struct MetaCluster {
+    #[serde(default)]
+    leader: String,
+}
+
+impl NatsCluster {
+    /// Starts three nodes and waits until the cluster is ready
+    /// ([`NatsCluster::wait_ready`]).
+    ///
+    /// # Panics
+    /// No nats-server binary, or the cluster is not ready within the bounds.
+    pub async fn start() -> Self {
+        for attempt in 1..=START_ATTEMPTS {
+            let mut cluster = Self::spawn();
+            let deadline = Instant::now() + crate::WAIT * 2;
+            // A node that exits (a port taken meanwhile) fails the attempt at once.
+            while Instant::now() < deadline && !cluster.exited() {
+                if cluster.ready().await {
+                    return cluster;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            for node in &cluster.nodes {
+                tracing::warn!(attempt, node = %node.name, log = %node.log(), "The cluster did not come up.");
+            }
+        }
+        panic!("a nats-server cluster did not become ready in {START_ATTEMPTS} attempts");
+    }
+
+    fn spawn() -> Self {
+        // Held until all are chosen, so no two are the same.
+        let listeners: Vec<TcpListener> = (0..NODES * 3).map(|_| free_port()).collect();
+        let ports: Vec<[u16; 3]> = listeners
+            .chunks(3)
+            .map(|l| [port(&l[0]), port(&l[1]), port(&l[2])])
+            .collect();
+        drop(listeners);
+        let routes = ports
+            .iter()
+            .map(|[_, route, _]| format!("nats-route://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, [client, route, http])| {
+                let dir = TempDir::new().expect("temp dir");
+                let store = dir.path().join("store");
+                let name = format!("n{}", i + 1);
+                let config = format!(
+                    "server_name: {name}\n\
+                     listen: 127.0.0.1:{client}\n\
+                     http: 127.0.0.1:{http}\n\
+                     jetstream {{ store_dir: {store:?} }}\n\
+                     cluster {{\n  name: herald\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
+                );
+                let path = dir.path().join("nats-server.conf");
+                std::fs::write(&path, config).expect("writing the nats-server config");
+                let mut node = ClusterNode {
+                    name,
+                    url: format!("nats://127.0.0.1:{client}"),
+                    monitoring: format!("http://127.0.0.1:{http}"),
+                    child: None,
+                    config: path,
+                    _dir: dir,
+                };
+                node.spawn();
+                node
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// Every node's client URL: a seed list for the services.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    /// Waits until every running node answers `/healthz` (JetStream
+    /// current) and names the same meta leader.
+    ///
+    /// # Panics
+    /// Not within [`crate::WAIT`] times two.
+    pub async fn wait_ready(&self) {
+        assert!(
+            self.wait_ready_for(crate::WAIT * 2).await,
+            "the cluster did not become ready in time"
+        );
+    }
+
+    async fn wait_ready_for(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if self.ready().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    fn exited(&mut self) -> bool {
+        self.nodes.iter_mut().any(|n| {
+            n.child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+        })
+    }
+
+    async fn ready(&self) -> bool {
+        let mut leaders = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            if !node.healthy().await {
+                return false;
+            }
+            match node.meta_leader().await {
+                Some(leader) => leaders.push(leader),
+                None => return false,
+            }
+        }
+        leaders.windows(2).all(|w| w[0] == w[1])
+    }
+
+    /// The name of the node that leads `stream` (of the default account), as
+    /// any running node reports it.
+    pub async fn stream_leader(&self, stream: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Jsz {
+            #[serde(default)]
+            account_details: Vec<Account>,
+        }
+        #[derive(Deserialize)]
+        struct Account {
+            #[serde(default)]
+            stream_detail: Vec<Stream>,
+        }
+        #[derive(Deserialize)]
+        struct Stream {
+            name: String,
+            #[serde(default)]
+            cluster: Option<Cluster>,
+        }
+        #[derive(Deserialize)]
+        struct Cluster {
+            #[serde(default)]
+            leader: String,
+        }
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let url = format!("{}/jsz?streams=true", node.monitoring);
+            let Some(jsz) = get_json::<Jsz>(&url).await else {
+                continue;
+            };
+            let leader = jsz
+                .account_details
+                .iter()
+                .flat_map(|a| &a.stream_detail)
+                .find(|s| s.name == stream)
+                .and_then(|s| s.cluster.as_ref())
+                .map(|c| c.leader.clone())
+                .filter(|l| !l.is_empty());
+            if leader.is_some() {
+                return leader;
+            }
+        }
+        None
+    }
+
+    /// The node named `name`.
+    ///
+    /// # Panics
+    /// No such node.
+    pub fn node(&mut self, name: &str) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+}
+
+// === impl ClusterNode ===
+
+impl ClusterNode {
+    // The child is kept in `self.child`; `kill` (and so `Drop`) waits for it.
+    #[allow(clippy::zombie_processes)]
+    fn spawn(&mut self) {
+        // Its log, appended across restarts, for a failing test to show.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.with_file_name("nats-server.log"))
+            .expect("opening the node's log");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", binary().display()));
+        self.child = Some(child);
+    }
+
+    /// What the server logged so far (across restarts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_file_name("nats-server.log")).unwrap_or_default()
+    }
+
+    /// Whether the process runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL: a crash. The store stays for [`ClusterNode::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A stopped process dies of SIGKILL too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and store (after [`kill`]), and
+    /// waits until it answers `/healthz`.
+    ///
+    /// [`kill`]: ClusterNode::kill
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        let deadline = Instant::now() + crate::WAIT * 2;
+        while !self.healthy().await {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not come back in time",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGSTOP: the process freezes with its connections open, so its
+    /// replicas fall behind while the others go on.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`ClusterNode::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running node").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// `/healthz` answers 200: the server runs and its JetStream is current.
+    pub async fn healthy(&self) -> bool {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .expect("an HTTP client");
+        matches!(
+            client.get(format!("{}/healthz", self.monitoring)).send().await,
+            Ok(r) if r.status() == 200
+        )
+    }
+
+    /// The meta leader's name as this node sees it, if there is one.
+    pub async fn meta_leader(&self) -> Option<String> {
+        get_json::<Jsz>(&format!("{}/jsz", self.monitoring))
+            .await?
+            .meta_cluster
+            .map(|m| m.leader)
+            .filter(|l| !l.is_empty())
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A GET answered with JSON within a second, else `None`.
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .ok()?;
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+/// A port free right now (the OS's choice), held until dropped; taken by
+/// someone else by the time the server binds only by a rare race, which
+/// [`NatsCluster::start`] retries.
+fn free_port() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("a free port")
+}
+
+fn port(listener: &TcpListener) -> u16 {
+    listener.local_addr().expect("a bound port").port()
+}
