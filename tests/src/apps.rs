@@ -52,6 +52,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
             max_attempts: 10,
             window: 512,
         }),
+        max_token_lifetime: Duration::from_secs(3600),
         dev_mode: false,
     }
 }
