@@ -21,8 +21,13 @@ pub const REVOCATIONS_BUCKET: &str = "herald_revocations";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Control {
-    /// End every connection of the user with `REVOKED` (close 4010).
-    Disconnect,
+    /// End every connection of the user with `REVOKED` (close 4010). A
+    /// revocation rides along (as well as in the bucket), so an edge refuses
+    /// the revoked tokens as soon as it has ended the connections.
+    Disconnect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revocation: Option<Revocation>,
+    },
     /// Take the namespace from every connection of the user; they live on.
     Unsubscribe { namespace: Namespace },
 }
@@ -86,7 +91,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Control>(&json).unwrap(), unsubscribe);
         assert_eq!(
             serde_json::from_str::<Control>(r#"{"action":"disconnect"}"#).unwrap(),
-            Control::Disconnect
+            Control::Disconnect { revocation: None }
         );
     }
 }

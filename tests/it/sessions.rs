@@ -345,3 +345,36 @@ async fn the_session_api_needs_the_sessions_scope_and_a_sound_body() {
     // None of that reached the user.
     client.round_trip("untouched").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_that_missed_the_message_ends_the_connections_when_the_revocation_reaches_it() {
+    use herald_shared::{
+        ids::UserId,
+        session_control::{REVOCATIONS_BUCKET, Revocation},
+        subject::revocation_key,
+    };
+    let stack = Stack::start(1).await;
+    let old = token_issued("frank", &[], Some(now() - 10));
+    let fresh = token_issued("frank", &[], Some(now()));
+    let (mut revoked, _) = WsClient::connect_welcomed(&stack.edge().ws_url(&ws_query(&old))).await;
+    let (mut kept, _) = WsClient::connect_welcomed(&stack.edge().ws_url(&ws_query(&fresh))).await;
+
+    // Only the bucket entry, as after a NATS reconnect that lost the core message.
+    let nats = async_nats::connect(&stack.nats.url).await.unwrap();
+    let bucket = async_nats::jetstream::new(nats)
+        .get_key_value(REVOCATIONS_BUCKET)
+        .await
+        .unwrap();
+    let revocation = Revocation {
+        revoked_before: u64::try_from(now() - 5).unwrap(),
+        expires: u64::try_from(now() + 600).unwrap(),
+    };
+    let key = revocation_key(&UserId::parse("frank").unwrap());
+    bucket
+        .put(key, serde_json::to_vec(&revocation).unwrap().into())
+        .await
+        .unwrap();
+    expect_revoked(&mut revoked).await;
+    // A token issued after the instant is not covered.
+    kept.round_trip("kept").await;
+}

@@ -151,7 +151,10 @@ impl Registry {
 
     fn apply(&self, control: Control, user: &UserId) {
         match control {
-            Control::Disconnect => {
+            Control::Disconnect { revocation } => {
+                if let Some(revocation) = revocation {
+                    self.keep(user, revocation);
+                }
                 let n = self.disconnect(user, |_| true);
                 tracing::info!(%user, n_connections = n, "Disconnected by the session API.");
             }
@@ -159,16 +162,27 @@ impl Registry {
         }
     }
 
+    /// Keeps `revocation` unless a later one is kept already (the bucket
+    /// and the core message may bring the same one, in either order).
+    fn keep(&self, user: &UserId, revocation: Revocation) {
+        let mut revocations = self.revocations.write().expect("revocations lock");
+        let kept = revocations.entry(user.clone()).or_insert(revocation);
+        if kept.revoked_before < revocation.revoked_before {
+            *kept = revocation;
+        }
+    }
+
     /// Keeps `revocation` (or forgets the user's, with `None`), and ends the
     /// connections whose token it covers.
     fn revoke(&self, user: UserId, revocation: Option<Revocation>) {
-        let mut revocations = self.revocations.write().expect("revocations lock");
         let Some(revocation) = revocation else {
-            revocations.remove(&user);
+            self.revocations
+                .write()
+                .expect("revocations lock")
+                .remove(&user);
             return;
         };
-        revocations.insert(user.clone(), revocation);
-        drop(revocations);
+        self.keep(&user, revocation);
         let now = unix_now();
         let n = self.disconnect(&user, |iat| revocation.refuses(iat, now));
         if n > 0 {
@@ -341,4 +355,62 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_disconnect_ends_only_that_user_s_connections() {
+        let registry = Arc::new(Registry::default());
+        let (a, a_stop, ab_stop) = (
+            user("a"),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        let (a_reg, _a_commands) = registry.register(&a, Some(1), a_stop.clone());
+        let (_ab_reg, _ab_commands) = registry.register(&user("a.b"), Some(1), ab_stop.clone());
+        registry.apply(Control::Disconnect { revocation: None }, &a);
+        assert!(a_stop.is_cancelled() && a_reg.is_revoked());
+        assert!(!ab_stop.is_cancelled());
+    }
+
+    #[test]
+    fn a_revocation_is_kept_at_its_latest_and_refuses_new_registrations() {
+        let registry = Arc::new(Registry::default());
+        let a = user("a");
+        let later = Revocation {
+            revoked_before: unix_now(),
+            expires: unix_now() + 60,
+        };
+        registry.revoke(a.clone(), Some(later));
+        registry.keep(
+            &a,
+            Revocation {
+                revoked_before: 1,
+                ..later
+            },
+        );
+        assert!(registry.is_revoked(&a, Some(later.revoked_before - 1)));
+        assert!(!registry.is_revoked(&a, Some(later.revoked_before)));
+        let stop = CancellationToken::new();
+        let (_registration, _commands) = registry.register(&a, None, stop.clone());
+        assert!(stop.is_cancelled(), "a token without iat is revoked");
+        registry.revoke(a.clone(), None);
+        assert!(!registry.is_revoked(&a, None));
+    }
+
+    #[test]
+    fn a_registration_leaves_on_drop() {
+        let registry = Arc::new(Registry::default());
+        let (registration, _commands) =
+            registry.register(&user("a"), None, CancellationToken::new());
+        drop(registration);
+        assert!(registry.users.lock().unwrap().is_empty());
+    }
 }

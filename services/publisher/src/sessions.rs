@@ -73,6 +73,7 @@ pub(crate) async fn disconnect(
     let user = parse_user(&user)?;
     let request: DisconnectRequest = read_body(&headers, body, true).await?;
     let now = now();
+    let mut revoked = None;
     if let Some(before) = request.revoke_tokens_issued_before {
         if before > now + CLOCK_SKEW_SECS {
             return Err(ApiError::new(
@@ -87,8 +88,12 @@ pub(crate) async fn disconnect(
         };
         store_revocation(&state, &user, revocation).await?;
         tracing::info!(%user, before, "Revoked the user's earlier tokens.");
+        revoked = Some(revocation);
     }
-    send_control(&state, &user, &Control::Disconnect).await?;
+    let control = Control::Disconnect {
+        revocation: revoked,
+    };
+    send_control(&state, &user, &control).await?;
     tracing::info!(%user, "Disconnected the user.");
     Ok(StatusCode::ACCEPTED)
 }
