@@ -146,6 +146,15 @@ async fn a_revocation_ends_the_user_on_every_edge_and_refuses_old_tokens_everywh
     ));
     let bob = token_issued("bob", &[], Some(now() - 10));
     let (mut bob_on_a, _) = WsClient::connect_welcomed(&a.ws_url(&ws_query(&bob))).await;
+    // One session control subscription per edge, however many users it serves.
+    let control: Vec<String> = stack
+        .nats
+        .all_edge_subscriptions()
+        .await
+        .into_iter()
+        .filter(|s| s.starts_with("session."))
+        .collect();
+    assert_eq!(control, ["session.*", "session.*"]);
 
     let asked = Instant::now();
     let before = now() - 5;
