@@ -60,6 +60,10 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         r#ref: Option<String>,
         channel: Channel,
+        /// Why the server unsubscribed the connection on its own (no `ref`):
+        /// `REVOKED` when a service took the namespace from the user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<ErrorCode>,
     },
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]

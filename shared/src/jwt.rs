@@ -65,6 +65,11 @@ pub enum KeyError {
 pub struct UserClaims {
     pub sub: String,
     pub exp: u64,
+    /// When the token was issued (Unix seconds): a revocation refuses tokens
+    /// issued before its instant, and a token without `iat` counts as issued
+    /// before any revocation.
+    #[serde(default)]
+    pub iat: Option<u64>,
     /// Namespaces the user may join: exact names, or prefixes ending in `*`.
     #[serde(default)]
     pub ns: Vec<String>,
@@ -83,6 +88,10 @@ pub struct ServiceClaims {
 
 /// The scope a service token needs to publish events.
 pub const PUBLISH_SCOPE: &str = "events:publish";
+
+/// The scope a service token needs to disconnect users, revoke their tokens
+/// and take namespaces from their connections (the session API).
+pub const SESSIONS_SCOPE: &str = "sessions:manage";
 
 // === impl TokenError ===
 

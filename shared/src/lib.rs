@@ -17,6 +17,7 @@ pub mod nats;
 pub mod net;
 pub mod schema;
 pub mod secret;
+pub mod session_control;
 pub mod shutdown;
 pub mod stream;
 pub mod subject;

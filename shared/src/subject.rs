@@ -28,11 +28,18 @@ pub const LIVE_SUBJECTS: &str = "live.>";
 pub const DOMAIN_SUBJECTS: &str = "domain.>";
 /// Subjects of the dead-letter stream.
 pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
+/// Session control for every user: each edge holds one subscription to it,
+/// however many users it serves.
+pub const SESSION_CONTROL_SUBJECTS: &str = "session.*";
 
 const NOTIFY_PREFIX: &str = "notify";
 const LIVE_PREFIX: &str = "live";
 const DOMAIN_PREFIX: &str = "domain";
 const DEAD_LETTER_PREFIX: &str = "deadletter";
+const SESSION_PREFIX: &str = "session";
+/// Stands for [`ESCAPE`] in key-value keys, which may not hold `~`; `=` is
+/// never left as it is by [`escape_token`], so the mapping stays one-to-one.
+const KEY_ESCAPE: char = '=';
 const USER_TOKEN: &str = "user";
 const NAMESPACE_TOKEN: &str = "ns";
 const ESCAPE: u8 = b'~';
@@ -142,6 +149,34 @@ pub fn message_id(stored: &Subject, event_id: &str) -> String {
 /// restart at 1. See [`EventId::for_domain_message`](crate::ids::EventId::for_domain_message).
 pub fn dead_letter_message_id(stream_seq: u64, stored_at: OffsetDateTime) -> String {
     format!("dead-{stream_seq}-{}", stored_at.unix_timestamp_nanos())
+}
+
+/// The subject a user's session control messages go to: `session.alice~40example~2Ecom`.
+pub fn session_control_subject(user: &UserId) -> Subject {
+    Subject(format!("{SESSION_PREFIX}.{}", escape_token(user.as_str())))
+}
+
+/// The user a session control subject names; `None` for any subject
+/// [`session_control_subject`] did not build.
+pub fn user_from_session_control_subject(subject: &str) -> Option<UserId> {
+    let token = subject.strip_prefix(SESSION_PREFIX)?.strip_prefix('.')?;
+    UserId::parse(unescape_token(token)?).ok()
+}
+
+/// A user's key in the revocations bucket: the escaped id with `=` for `~`
+/// (`alice=40example=2Ecom`), one key-value token whatever the id holds.
+pub fn revocation_key(user: &UserId) -> String {
+    escape_token(user.as_str()).replace(ESCAPE as char, &KEY_ESCAPE.to_string())
+}
+
+/// The user a revocations key names; `None` for a key [`revocation_key`]
+/// did not build.
+pub fn user_from_revocation_key(key: &str) -> Option<UserId> {
+    if key.contains(ESCAPE as char) {
+        return None;
+    }
+    let token = key.replace(KEY_ESCAPE, &(ESCAPE as char).to_string());
+    UserId::parse(unescape_token(&token)?).ok()
 }
 
 fn channel_subject(prefix: &str, channel: &Channel) -> Subject {
@@ -288,6 +323,34 @@ mod tests {
         assert_eq!(unescape_token("~FF"), None, "not UTF-8");
     }
 
+    #[test]
+    fn session_subjects_and_keys_name_one_user() {
+        for id in ["alice", "a.b", "a.*", "a.>", "*", ">", "a~b", "a=b", "Zoë"] {
+            let user = UserId::parse(id).unwrap();
+            let subject = session_control_subject(&user);
+            assert!(!subject.as_str()[SESSION_PREFIX.len() + 1..].contains(['.', '*', '>']));
+            assert_eq!(
+                user_from_session_control_subject(subject.as_str()),
+                Some(user.clone())
+            );
+            let key = revocation_key(&user);
+            assert!(
+                key.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)),
+                "{key}"
+            );
+            assert_eq!(user_from_revocation_key(&key), Some(user));
+        }
+        assert_eq!(revocation_key(&UserId::parse("a.b").unwrap()), "a=2Eb");
+        assert_ne!(
+            revocation_key(&UserId::parse("a=2Eb").unwrap()),
+            revocation_key(&UserId::parse("a.b").unwrap())
+        );
+        assert_eq!(user_from_session_control_subject("session.a.b"), None);
+        assert_eq!(user_from_session_control_subject("sessionx.a"), None);
+        assert_eq!(user_from_revocation_key("a~2Eb"), None);
+    }
+
     fn any_id() -> impl Strategy<Value = String> {
         prop_oneof![
             "[a-z0-9]{1,12}",
@@ -309,6 +372,12 @@ mod tests {
             prop_assert!(!token.is_empty());
             prop_assert!(!token.contains(['.', '*', '>']));
             prop_assert!(!token.chars().any(char::is_whitespace));
+        }
+
+        #[test]
+        fn revocation_keys_round_trip(id in "[ -~]{1,40}") {
+            let user = UserId::parse(id).unwrap();
+            prop_assert_eq!(user_from_revocation_key(&revocation_key(&user)), Some(user));
         }
 
         #[test]

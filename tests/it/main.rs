@@ -20,6 +20,7 @@ mod publisher_limits;
 mod replay_bounds;
 mod resume;
 mod schemas;
+mod sessions;
 mod slow_clients;
 mod sse;
 mod trace_propagation;

@@ -59,6 +59,7 @@ pub fn publisher_config_on(nats_url: &str) -> herald_publisher::Config {
             window: 512,
             replicas: 1,
         }),
+        max_token_lifetime: Duration::from_secs(3600),
         dev_mode: false,
     }
 }

@@ -103,8 +103,18 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
-    /// Every subscription subject of every client named `herald-edge …`.
+    /// The channel subscriptions of every client named `herald-edge …`:
+    /// all but inboxes and each edge's one session control subscription.
     pub async fn edge_subscriptions(&self) -> Vec<String> {
+        self.all_edge_subscriptions()
+            .await
+            .into_iter()
+            .filter(|s| s != herald_shared::subject::SESSION_CONTROL_SUBJECTS)
+            .collect()
+    }
+
+    /// Every subscription subject but inboxes of every client named `herald-edge …`.
+    pub async fn all_edge_subscriptions(&self) -> Vec<String> {
         #[derive(Deserialize)]
         struct Connz {
             connections: Vec<Conn>,

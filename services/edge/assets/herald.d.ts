@@ -85,6 +85,11 @@ export interface Unsubscribed {
   type: "unsubscribed";
   ref?: string | null;
   channel: Channel;
+  /**
+   * Why the edge unsubscribed the connection on its own (no `ref`):
+   * `REVOKED` when a service took the namespace from the user.
+   */
+  code?: ErrorCode | null;
 }
 
 export interface Pong {
@@ -200,7 +205,10 @@ export interface HeraldOptions {
   namespaces?: string[];
   /** localStorage key for cursors and epoch; `false`/absent keeps them in memory only. */
   persist?: string | false;
-  /** Full jitter: delay = random(0, min(maxMs, initialMs × 2^attempt)). Default 500 / 30000. */
+  /**
+   * Full jitter: delay = random(0, min(maxMs, initialMs × 2^attempt)). Default 500 / 30000.
+   * After `TOO_MANY_CONNECTIONS` (close 4005) each delay is at least min(maxMs, 8 × initialMs).
+   */
   backoff?: { initialMs?: number; maxMs?: number };
   /** In order of preference. Default `["websocket", "sse"]`. */
   transports?: Transport[];
@@ -211,8 +219,15 @@ export interface HeraldEvents {
   event: Event | CalendarEvent;
   state: State;
   truncated: HistoryTruncated;
-  /** Non-fatal error frames, and fatal refusals (then `state` becomes "closed"). */
+  /**
+   * Non-fatal error frames, and fatal refusals (then `state` becomes "closed"):
+   * `MISSING_TOKEN`, `FORBIDDEN_NAMESPACE`, `REVOKED` (no reconnect, not even
+   * with a fresh token: the app decides, e.g. signs the user out), and
+   * `INVALID_TOKEN`/`EXPIRED_TOKEN` once a fresh token failed too.
+   */
   error: ErrorFrame;
+  /** The edge left a namespace on its own (no `ref`): a refreshed token no longer allows it, or `code: "REVOKED"`. */
+  unsubscribed: Unsubscribed;
   welcome: Welcome;
 }
 

@@ -19,9 +19,17 @@ const SEND_PER_SEC = 15;
 // frame is mapped to the same numbers and both transports share one policy.
 const CLOSE_BY_CODE = {
   MISSING_TOKEN: 4001, INVALID_TOKEN: 4002, EXPIRED_TOKEN: 4003, FORBIDDEN_NAMESPACE: 4004,
-  SLOW_CONSUMER: 4008, RATE_LIMITED: 4029, NATS_UNAVAILABLE: 1013,
+  TOO_MANY_CONNECTIONS: 4005, SLOW_CONSUMER: 4008, REVOKED: 4010, RATE_LIMITED: 4029,
+  NATS_UNAVAILABLE: 1013,
 };
-const FATAL = new Set([4001, 4004]);
+// REVOKED: a service ended the user's sessions (logout everywhere, a suspended
+// account) or revoked the token. Reconnecting, even with a fresh token from
+// getToken(), would undo what the service asked for: the app decides.
+const FATAL = new Set([4001, 4004, 4010]);
+// TOO_MANY_CONNECTIONS: the user's other tabs hold every slot on that edge.
+// Retrying soon only churns; the usual backoff waits at least this many
+// initial delays (4 s by default) before each try.
+const CROWDED_FLOOR_STEPS = 8;
 // The token may just be stale (a sleeping tab, a cached token): one fresh try.
 const RETRY_WITH_NEW_TOKEN = new Set([4002, 4003]);
 // Subscribe errors that say "not now" rather than "no".
@@ -256,8 +264,12 @@ export class Herald {
       case "event": return this.#onEvent(conn, frame, sseId);
       case "subscribed": return this.#onSubscribed(conn, frame, info);
       case "unsubscribed":
-        // No ref: the edge dropped a namespace a refreshed token no longer allows.
-        if (!info) this.#forget(frame.channel.slice(3), null);
+        // No ref: the edge dropped a namespace a refreshed token no longer
+        // allows, or a service took it from the user (`code: "REVOKED"`).
+        if (!info) {
+          this.#forget(frame.channel.slice(3), null);
+          this.#emit("unsubscribed", frame);
+        }
         return this.#settle("unsubscribe", frame.channel.slice(3), (w) => w.resolve(frame));
       case "authenticated": return this.#scheduleRefresh(conn, frame.token_exp);
       case "history_truncated": {
@@ -415,6 +427,7 @@ export class Herald {
       this.#authRetried = true;
       return this.#restart(0); // #open asks getToken() again
     }
+    if (code === 4005) return this.#restart(this.#backoff(CROWDED_FLOOR_STEPS * this.#opts.backoff.initialMs));
     this.#restart(this.#backoff()); // 1006, 1013, 4008, 4029, a dead heartbeat, …
   }
 
@@ -446,10 +459,12 @@ export class Herald {
     });
   }
 
-  #backoff() {
+  #backoff(floorMs = 0) {
     // Full jitter: spreads a crowd of clients that lost the same edge.
     const { initialMs, maxMs } = this.#opts.backoff;
-    return Math.random() * Math.min(maxMs, initialMs * 2 ** this.#attempt++);
+    const cap = Math.min(maxMs, initialMs * 2 ** this.#attempt++);
+    const floor = Math.min(maxMs, floorMs);
+    return floor + Math.random() * Math.max(0, cap - floor);
   }
 
   #restart(delayMs) {

@@ -99,6 +99,8 @@ fn check(
         )
     })?;
 
+    refuse_revoked(state, &user, &claims)?;
+
     let mut notices = Vec::new();
     let mut namespaces: Vec<Namespace> = Vec::new();
     let requested: Vec<&str> = query
@@ -166,6 +168,18 @@ fn check(
         resume,
         notices,
     })
+}
+
+/// A token issued before a revocation of its user (or without `iat`, while
+/// one holds) is `REVOKED`.
+fn refuse_revoked(state: &AppState, user: &UserId, claims: &UserClaims) -> Result<(), Refusal> {
+    if state.registry.is_revoked(user, claims.iat) {
+        return Err(Refusal {
+            code: ErrorCode::Revoked,
+            message: "the token was revoked; sign in again".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Verifies a user token, at the handshake and in `auth` refreshes alike:

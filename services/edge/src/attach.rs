@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use axum::extract::ws::Utf8Bytes;
 use herald_shared::{
     channel::Channel,
+    error_code::ErrorCode,
     frames::ServerFrame,
     ids::{Namespace, UserId},
 };
@@ -193,6 +194,19 @@ impl Attachment {
         self.replays.stop(channel).await;
         self.state.hub.leave(channel, self.member);
         true
+    }
+
+    /// A service took `namespace` from the user: leaves it (after its last
+    /// queued event) and tells the client `unsubscribed` with `REVOKED`.
+    pub(crate) async fn revoke(&mut self, namespace: Namespace) {
+        let channel = Channel::namespace(namespace);
+        if self.leave(&channel).await {
+            self.send(ServerFrame::Unsubscribed {
+                r#ref: None,
+                channel,
+                code: Some(ErrorCode::Revoked),
+            });
+        }
     }
 
     /// Leaves `channel` at once, its replay aborted without waiting.

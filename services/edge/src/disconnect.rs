@@ -52,6 +52,8 @@ pub(crate) enum Disconnect {
     JoinFailed,
     /// A client frame over the size limit.
     FrameTooLarge,
+    /// The session API ended the user's connections, or revoked the token.
+    Revoked,
 }
 
 impl Disconnect {
@@ -63,6 +65,7 @@ impl Disconnect {
             Self::TokenExpired => Some(ErrorCode::ExpiredToken),
             Self::RateLimited => Some(ErrorCode::RateLimited),
             Self::ReplayFailed | Self::JoinFailed => Some(ErrorCode::NatsUnavailable),
+            Self::Revoked => Some(ErrorCode::Revoked),
             Self::Gone | Self::Silent | Self::Draining | Self::FrameTooLarge => None,
         }
     }
@@ -75,9 +78,11 @@ impl Disconnect {
         match self {
             Self::Gone | Self::Silent => None,
             Self::Refused(refusal) => Some(by_code(refusal.code, close::POLICY_VIOLATION)),
-            Self::SlowConsumer | Self::WriteTimeout | Self::TokenExpired | Self::RateLimited => {
-                Some(by_code(self.code()?, close::INTERNAL_ERROR))
-            }
+            Self::SlowConsumer
+            | Self::WriteTimeout
+            | Self::TokenExpired
+            | Self::RateLimited
+            | Self::Revoked => Some(by_code(self.code()?, close::INTERNAL_ERROR)),
             Self::Draining => Some((close::SERVICE_RESTART, "draining")),
             Self::ReplayFailed => Some((close::TRY_AGAIN_LATER, "replay failed")),
             Self::JoinFailed => Some((close::TRY_AGAIN_LATER, "nats unavailable")),
@@ -117,6 +122,7 @@ impl Disconnect {
                 "the history could not be read; reconnect with the same cursor".into()
             }
             Self::JoinFailed => "retry".into(),
+            Self::Revoked => "the session was revoked; do not reconnect with this token".into(),
         };
         Some(ServerFrame::Error {
             code: self.code()?,
@@ -169,6 +175,7 @@ mod tests {
             (Disconnect::ReplayFailed, Some(1013)),
             (Disconnect::JoinFailed, Some(1013)),
             (Disconnect::FrameTooLarge, Some(1009)),
+            (Disconnect::Revoked, Some(4010)),
         ];
         for (end, code) in table {
             assert_eq!(end.close().map(|(code, _)| code), code, "{end:?}");
@@ -186,6 +193,7 @@ mod tests {
             Disconnect::SlowConsumer,
             Disconnect::TokenExpired,
             Disconnect::ReplayFailed,
+            Disconnect::Revoked,
         ] {
             for transport in [Transport::WebSocket, Transport::Sse] {
                 let Some(ServerFrame::Error { code, .. }) = end.last_frame(transport) else {

@@ -9,6 +9,7 @@ mod admission;
 mod assets;
 mod attach;
 pub mod config;
+mod control;
 mod deadline;
 mod dev;
 mod disconnect;
@@ -73,6 +74,8 @@ pub async fn run(
     let reconcile_interval = config.reconcile_interval;
     let state = AppState::new(config, nats.clone(), history.clone(), epoch, reconcile);
     let reconciling = tokio::spawn(state.hub.clone().reconcile_forever(reconcile_interval));
+    // Before serving: an edge started after a revocation refuses its tokens too.
+    let controlling = control::start(&nats, state.registry.clone()).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Edge listening.");
 
@@ -115,6 +118,7 @@ pub async fn run(
     };
     herald_http::serve(listener, router(state.clone()), state.config.http, drain).await;
     reconciling.abort();
+    controlling.abort();
     let _ = nats.drain().await;
     let _ = history.drain().await;
     tracing::info!("Edge stopped.");

@@ -16,8 +16,8 @@ use futures_util::{
     SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
 };
-use herald_shared::jwt::UserClaims;
-use tokio::time::Instant;
+use herald_shared::{ids::UserId, jwt::UserClaims};
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -26,6 +26,7 @@ mod commands;
 use crate::{
     admission::Admitted,
     attach::{self, Attachment, Hello},
+    control::{Command, Registration},
     deadline::{Interrupted, Watch, unix_deadline},
     disconnect::Disconnect,
     frame::FrameKind,
@@ -42,7 +43,11 @@ type Sink = SplitSink<WebSocket, Message>;
 
 struct Session {
     state: AppState,
+    user: UserId,
     claims: UserClaims,
+    /// Its place among the node's connections: the session API ends it
+    /// through `stop`, or sends it commands.
+    registration: Registration,
     /// The channels, their replays, and the outbox their frames go to.
     attachment: Attachment,
     /// Cancelled when the session must end: the node drains (a child of its
@@ -67,7 +72,13 @@ pub(crate) fn run(
     let connection = state.metrics.connection_opened(Transport::WebSocket);
     let stop = state.draining.child_token();
     let (outbox, receiver) = outbox(state.config.outbound_queue_bytes, stop.clone());
+    let (registration, commands) =
+        state
+            .registry
+            .register(&admitted.user, admitted.claims.iat, stop.clone());
     let mut session = Session {
+        user: admitted.user.clone(),
+        registration,
         attachment: Attachment::new(state.clone(), outbox, stop.clone()),
         claims: admitted.claims,
         stop,
@@ -106,7 +117,7 @@ pub(crate) fn run(
         let start = session.attachment.attach(hello, start, notices);
         let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {
-            Ok(_) => session.serve(sink, stream, receiver, &span).await,
+            Ok(_) => session.serve(sink, stream, receiver, commands, &span).await,
             Err(end) => {
                 let finish = finish(sink, None, end, false, &session.state.metrics);
                 Box::pin(finish.instrument(span.clone())).await
@@ -125,6 +136,7 @@ impl Session {
         mut sink: Sink,
         mut stream: SplitStream<WebSocket>,
         mut receiver: OutboxReceiver,
+        mut commands: mpsc::Receiver<Command>,
         span: &tracing::Span,
     ) -> bool {
         let metrics = self.state.metrics.clone();
@@ -197,6 +209,11 @@ impl Session {
                 },
                 () = &mut stop_signal => break self.stopped(&receiver),
                 () = &mut expiry => break Disconnect::TokenExpired,
+                Some(command) = commands.recv() => {
+                    let Command::Unsubscribe(namespace) = command;
+                    Box::pin(self.attachment.revoke(namespace).instrument(span.clone())).await;
+                    continue;
+                }
                 _ = heartbeat.tick() => {
                     // Silent for two intervals (no frame, no pong): the peer is gone.
                     if watch.last_heard.elapsed() >= watch.silence {
@@ -237,10 +254,12 @@ impl Session {
         Box::pin(finish.instrument(span.clone())).await
     }
 
-    /// Why `stop` was cancelled: an overflow, the node draining, or else a
-    /// failed replay (nothing else cancels it).
+    /// Why `stop` was cancelled: the session API, an overflow, the node
+    /// draining, or else a failed replay (nothing else cancels it).
     fn stopped(&self, receiver: &OutboxReceiver) -> Disconnect {
-        if receiver.has_overflowed() {
+        if self.registration.is_revoked() {
+            Disconnect::Revoked
+        } else if receiver.has_overflowed() {
             Disconnect::SlowConsumer
         } else if self.state.draining.is_cancelled() {
             Disconnect::Draining

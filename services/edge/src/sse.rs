@@ -20,7 +20,7 @@
 //!
 //! Failures are `error` frames followed by the end of the stream (SSE has no
 //! close codes): a client tells a refusal (`MISSING_TOKEN`, `INVALID_TOKEN`,
-//! `EXPIRED_TOKEN`, `FORBIDDEN_NAMESPACE`: do not retry as is) from a
+//! `EXPIRED_TOKEN`, `REVOKED`, `FORBIDDEN_NAMESPACE`: do not retry as is) from a
 //! transient end (`SLOW_CONSUMER`, `NATS_UNAVAILABLE`, a `reconnect` frame, or
 //! no frame at all: reconnect with `Last-Event-ID`) by the last frame's code.
 
@@ -37,7 +37,7 @@ use axum::{
 use futures_util::stream;
 use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use tokio::{
-    sync::mpsc::{self, error::TrySendError},
+    sync::mpsc::{self, Receiver, error::TrySendError},
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,7 @@ use tracing::Instrument;
 use crate::{
     admission::{Admitted, admit, refuse_before_upgrade},
     attach::{self, Attachment, Hello},
+    control::Command,
     deadline::unix_deadline,
     disconnect::Disconnect,
     metrics::Transport,
@@ -112,6 +113,12 @@ async fn run(
         outbox(state.config.outbound_queue_bytes, CancellationToken::new());
     let span = tracing::info_span!("sse", user = %admitted.user);
     let replay_failed = CancellationToken::new();
+    // The session API ends the stream through `revoked`.
+    let revoked = CancellationToken::new();
+    let (_registration, mut commands) =
+        state
+            .registry
+            .register(&admitted.user, admitted.claims.iat, revoked.clone());
     // Leaves every channel when the stream ends, however it ends.
     let mut attachment = Attachment::new(state.clone(), outbox, replay_failed.clone());
 
@@ -164,8 +171,19 @@ async fn run(
         cursors,
         epoch: state.epoch.to_string(),
     };
+    let control = Control {
+        revoked: &revoked,
+        commands: &mut commands,
+        attachment: &mut attachment,
+    };
     let (last, stuck) = stream
-        .serve(&state, &mut receiver, admitted.claims.exp, &replay_failed)
+        .serve(
+            &state,
+            &mut receiver,
+            admitted.claims.exp,
+            &replay_failed,
+            control,
+        )
         .instrument(span)
         .await;
     end(&stream.events, &state, last, stuck).await;
@@ -187,6 +205,13 @@ async fn end(events: &mpsc::Sender<Event>, state: &AppState, end: Disconnect, st
     }
 }
 
+/// What the session API may do to a stream: end it, or take a namespace.
+struct Control<'a> {
+    revoked: &'a CancellationToken,
+    commands: &'a mut Receiver<Command>,
+    attachment: &'a mut Attachment,
+}
+
 struct Stream {
     events: mpsc::Sender<Event>,
     /// The last seq sent per channel, in `welcome`'s order: the SSE `id`.
@@ -203,6 +228,7 @@ impl Stream {
         receiver: &mut OutboxReceiver,
         exp: u64,
         replay_failed: &CancellationToken,
+        control: Control<'_>,
     ) -> (Disconnect, bool) {
         let overflowed = receiver.overflowed().clone();
         let expires_at = unix_deadline(exp);
@@ -212,10 +238,15 @@ impl Stream {
             tokio::select! {
                 biased;
                 () = state.draining.cancelled() => return (Disconnect::Draining, false),
+                () = control.revoked.cancelled() => return (Disconnect::Revoked, false),
                 () = overflowed.cancelled() => return (Disconnect::SlowConsumer, false),
                 () = replay_failed.cancelled() => return (Disconnect::ReplayFailed, false),
                 () = &mut expiry => return (Disconnect::TokenExpired, false),
                 () = self.events.closed() => return (Disconnect::Gone, false),
+                Some(command) = control.commands.recv() => {
+                    let Command::Unsubscribe(namespace) = command;
+                    control.attachment.revoke(namespace).await;
+                }
                 Some(frame) = receiver.recv() => {
                     // The timer may lag behind the clock: nothing is written
                     // once the token has expired.
@@ -232,6 +263,7 @@ impl Stream {
                             biased;
                             sent = self.events.send(event) => sent.is_ok(),
                             () = state.draining.cancelled() => return (Disconnect::Draining, false),
+                            () = control.revoked.cancelled() => return (Disconnect::Revoked, false),
                             () = overflowed.cancelled() => return (Disconnect::SlowConsumer, false),
                             () = replay_failed.cancelled() => return (Disconnect::ReplayFailed, false),
                             () = &mut expiry => return (Disconnect::TokenExpired, true),

@@ -6,7 +6,9 @@ use tokio::sync::Notify;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, hub::Hub, metrics::Metrics, stream_reader::StreamReader};
+use crate::{
+    config::Config, control::Registry, hub::Hub, metrics::Metrics, stream_reader::StreamReader,
+};
 
 /// Cheap to clone: every field is a handle.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub(crate) struct AppState {
     pub(crate) sessions: TaskTracker,
     /// Cancelled when the node starts draining.
     pub(crate) draining: CancellationToken,
+    /// Live connections by user, and the revocations (session control).
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl AppState {
@@ -44,6 +48,7 @@ impl AppState {
             epoch: epoch.into(),
             sessions: TaskTracker::new(),
             draining: CancellationToken::new(),
+            registry: Arc::default(),
         }
     }
 }

@@ -68,6 +68,11 @@ pub struct Args {
     /// service may publish over HTTP, per publisher replica; 0 = no limit.
     #[arg(long, env = "HERALD_QUOTA_BYTES_PER_SEC", default_value_t = PublishLimits::default().quota_bytes_per_sec)]
     pub quota_bytes_per_sec: u64,
+    /// The longest lifetime (`exp` − `iat`) of the user tokens the edges
+    /// accept: a revocation is kept this long (plus a minute of clock skew),
+    /// so a revoked token can never outlive it.
+    #[arg(long, env = "HERALD_MAX_TOKEN_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    pub max_token_lifetime_secs: u64,
     /// Do not consume domain events from NATS (`domain.>`); HTTP ingest only.
     #[arg(long, env = "HERALD_NO_INGEST", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ingest: bool,
@@ -92,6 +97,8 @@ pub struct Config {
     /// NATS ingest of domain events; `None` with `--no-ingest` (the domain
     /// streams and consumer are then left as they are).
     pub ingest: Option<IngestLimits>,
+    /// How long a revocation is kept (`--max-token-lifetime-secs`).
+    pub max_token_lifetime: Duration,
     /// `--dev`: answer CORS, so the edge's demo page (another origin) can publish.
     pub dev_mode: bool,
 }
@@ -172,6 +179,12 @@ impl TryFrom<Args> for Config {
                 reason: format!("must be at least {min_stored} and at most --stream-max-bytes"),
             });
         }
+        if !(60..=366 * 24 * 3600).contains(&args.max_token_lifetime_secs) {
+            return Err(ConfigError::Invalid {
+                flag: "--max-token-lifetime-secs",
+                reason: "must be between 60 and 31622400 (366 days)".into(),
+            });
+        }
         Ok(Self {
             listen: args.listen,
             nats_url: args.nats.nats_url,
@@ -199,6 +212,7 @@ impl TryFrom<Args> for Config {
                 window: args.ingest_window.clamp(1, 10_000),
                 replicas: args.stream_replicas,
             }),
+            max_token_lifetime: Duration::from_secs(args.max_token_lifetime_secs),
             dev_mode: args.jwt.dev,
         })
     }
@@ -259,6 +273,21 @@ mod tests {
             (limits.quota_events_per_sec, limits.quota_bytes_per_sec),
             (0, 7)
         );
+    }
+
+    #[test]
+    fn revocations_are_kept_for_a_bounded_token_lifetime() {
+        assert_eq!(
+            config(&[]).unwrap().max_token_lifetime,
+            Duration::from_secs(24 * 3600)
+        );
+        for bad in ["59", "31622401"] {
+            let err = config(&["--max-token-lifetime-secs", bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("--max-token-lifetime-secs"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

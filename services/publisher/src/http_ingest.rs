@@ -49,7 +49,7 @@ async fn accept_event(
 ) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
     // Counted once, however this ends; `rejected` until it is valid.
     let mut outcome = state.metrics.event(Source::Http);
-    let claims = authorize(&state, &headers)?;
+    let claims = authorize(&state, &headers, PUBLISH_SCOPE)?;
     require_json(&headers)?;
     let too_large = || {
         ApiError::new(
@@ -114,8 +114,12 @@ async fn accept_event(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
-/// A bearer service token with the configured audience and the publish scope.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ServiceClaims, ApiError> {
+/// A bearer service token with the configured audience and `scope`.
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: &str,
+) -> Result<ServiceClaims, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::new(
             ErrorCode::MissingToken,
@@ -142,16 +146,16 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ServiceClaims, Api
         .keys
         .verify(token, &state.config.expect)
         .map_err(|err| ApiError::new(err.code(), err.to_string()))?;
-    if !claims.has_scope(PUBLISH_SCOPE) {
+    if !claims.has_scope(scope) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            format!("the token lacks the `{PUBLISH_SCOPE}` scope"),
+            format!("the token lacks the `{scope}` scope"),
         ));
     }
     Ok(claims)
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

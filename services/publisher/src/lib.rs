@@ -16,6 +16,7 @@ mod ops;
 mod publish;
 mod quota;
 mod sequencer;
+mod sessions;
 mod state;
 pub mod streams;
 
@@ -45,6 +46,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let nats = herald_shared::nats::connect(&config.nats_url, "herald-publisher", None).await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
+    // Before the notification stream: edges wait for that, then watch this.
+    let revocations = sessions::ensure_revocations_bucket(&jetstream, config.max_token_lifetime)
+        .await
+        .context("ensuring the revocations bucket")?;
     let epoch = streams::ensure_notify_stream(&jetstream, &config.stream)
         .await
         .context("ensuring the notification stream")?;
@@ -76,7 +81,7 @@ pub async fn run(
         None => None,
     };
 
-    let state = AppState::new(config, nats.clone(), jetstream, metrics);
+    let state = AppState::new(config, nats.clone(), jetstream, metrics, revocations);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Publisher listening.");
     let http_limits = state.config.http;
@@ -115,6 +120,8 @@ fn router(state: AppState) -> Router {
     let dev_mode = state.config.dev_mode;
     let router = Router::new()
         .route("/v1/events", post(http_ingest::post_event))
+        .route("/v1/users/{user}/disconnect", post(sessions::disconnect))
+        .route("/v1/users/{user}/unsubscribe", post(sessions::unsubscribe))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -16,6 +16,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// Each service's remaining allowance (HTTP only).
     pub(crate) quotas: Arc<Quotas>,
+    /// The revocations bucket the session API writes.
+    pub(crate) revocations: jetstream::kv::Store,
 }
 
 impl AppState {
@@ -24,6 +26,7 @@ impl AppState {
         nats: async_nats::Client,
         jetstream: jetstream::Context,
         metrics: Arc<Metrics>,
+        revocations: jetstream::kv::Store,
     ) -> Self {
         Self {
             quotas: Arc::new(Quotas::new(&config.limits)),
@@ -31,6 +34,7 @@ impl AppState {
             nats,
             jetstream,
             metrics,
+            revocations,
         }
     }
 }

@@ -227,6 +227,7 @@ fn namespace_grants_match_exact_names_and_prefixes() {
     let claims = UserClaims {
         sub: "a".into(),
         exp: 0,
+        iat: None,
         ns: vec!["team-*".into(), "lobby".into()],
     };
     let ns = |s: &str| Namespace::parse(s).unwrap();

@@ -8,6 +8,7 @@ use herald_shared::{
     error_code::ErrorCode,
     frames::{ClientFrame, ServerFrame, parse_client_frame},
     ids::Namespace,
+    jwt::UserClaims,
 };
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -75,12 +76,20 @@ impl Session {
                 let channel = Channel::namespace(namespace);
                 // Before `unsubscribed` is queued: nothing of the channel follows it.
                 self.attachment.leave(&channel).await;
-                self.send(ServerFrame::Unsubscribed { r#ref, channel });
+                self.send(ServerFrame::Unsubscribed {
+                    r#ref,
+                    channel,
+                    code: None,
+                });
             }
             ClientFrame::Auth { r#ref, token } => {
                 let verified = crate::admission::verify_user(&self.state.config, token.expose());
                 match verified {
                     Ok(claims) if claims.sub == self.claims.sub => {
+                        if self.revoked_token(&claims) {
+                            return Some(Disconnect::Revoked);
+                        }
+                        self.registration.set_iat(claims.iat);
                         self.claims = claims;
                         self.drop_revoked_namespaces();
                         self.send(ServerFrame::Authenticated {
@@ -164,6 +173,15 @@ impl Session {
         }
     }
 
+    /// Whether a refreshed token was issued before a revocation of its user.
+    fn revoked_token(&self, claims: &UserClaims) -> bool {
+        let revoked = self.state.registry.is_revoked(&self.user, claims.iat);
+        if revoked {
+            self.state.metrics.auth_failed(ErrorCode::Revoked);
+        }
+        revoked
+    }
+
     /// After a token refresh: leave namespaces the new token no longer allows.
     fn drop_revoked_namespaces(&mut self) {
         let revoked: Vec<Namespace> = self
@@ -183,6 +201,7 @@ impl Session {
             self.send(ServerFrame::Unsubscribed {
                 r#ref: None,
                 channel,
+                code: None,
             });
         }
     }
