@@ -33,6 +33,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
     herald_publisher::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats.url.clone(),
+        nats_auth: Default::default(),
         keys: KeySet::hs256(TEST_SECRET.as_bytes()),
         expect: Expectations {
             audience: "herald-publisher".into(),
@@ -61,6 +62,7 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
     herald_edge::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats.url.clone(),
+        nats_auth: Default::default(),
         keys: KeySet::hs256(TEST_SECRET.as_bytes()),
         expect: Expectations {
             audience: "herald".into(),

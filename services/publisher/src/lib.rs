@@ -43,7 +43,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let nats = herald_shared::nats::connect(&config.nats_url, "herald-publisher", None).await?;
+    let nats = herald_shared::nats::connect(
+        &config.nats_url,
+        &config.nats_auth,
+        "herald-publisher",
+        None,
+    )
+    .await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     let epoch = streams::ensure_notify_stream(&jetstream, &config.stream)
         .await
