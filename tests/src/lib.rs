@@ -5,6 +5,7 @@ pub mod apps;
 pub mod clients;
 pub mod metrics;
 pub mod nats;
+pub mod permissions;
 pub mod proxy;
 pub mod resume;
 pub mod sse;
