@@ -1,9 +1,11 @@
 //! Herald on a locked-down NATS: TLS only (with client certificates), nkey
-//! users, users and passwords in a seed list, and least-privilege users that
+//! users, `.creds` on an operator-mode server, users and passwords in URLs,
+//! and least-privilege users that
 //! suffice for publishing, live delivery and resume while the edge's user
 //! can neither write a stream nor change one.
 //!
-//! Certificates and nkeys are minted per run; nothing secret is committed.
+//! Certificates, nkeys and operator-mode JWTs are minted per run; nothing
+//! secret is committed.
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -398,4 +400,129 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
         (id.to_string(), seq),
         ("marker".to_string(), marker.published[0].seq)
     );
+}
+
+/// A NATS JWT (`ed25519-nkey`) with `nats` claims about `subject`, signed
+/// by `issuer`: what `nsc` would write, minted per run.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let encode = |value: serde_json::Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let header = encode(serde_json::json!({ "typ": "JWT", "alg": "ed25519-nkey" }));
+    let claims = encode(serde_json::json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": herald_tests::clients::now(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    }));
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// An operator, a system account, the account `HERALD` with JetStream, and
+/// a `.creds` file per user of [`permissions::all`] with its least
+/// privilege in its JWT.
+struct Operator {
+    dir: TempDir,
+    config: String,
+}
+
+impl Operator {
+    fn mint() -> Self {
+        use nkeys::KeyPair;
+        let dir = TempDir::new().unwrap();
+        let operator = KeyPair::new_operator();
+        let system = KeyPair::new_account();
+        let herald = KeyPair::new_account();
+        let unlimited = serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        });
+        let mut with_jetstream = unlimited.clone();
+        for (key, value) in [
+            ("mem_storage", -1),
+            ("disk_storage", -1),
+            ("streams", -1),
+            ("consumer", -1),
+        ] {
+            with_jetstream[key] = value.into();
+        }
+        let account = |key: &KeyPair, name: &str, limits: &serde_json::Value| {
+            nats_jwt(
+                &operator,
+                &key.public_key(),
+                name,
+                serde_json::json!({ "limits": limits, "type": "account", "version": 2 }),
+            )
+        };
+        let config = format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: \"{sys}\"\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {herald_pub}: \"{herald_jwt}\"\n}}\n",
+            operator_jwt = nats_jwt(
+                &operator,
+                &operator.public_key(),
+                "herald-test",
+                serde_json::json!({
+                    "type": "operator", "version": 2, "system_account": system.public_key(),
+                }),
+            ),
+            sys = system.public_key(),
+            sys_jwt = account(&system, "SYS", &unlimited),
+            herald_pub = herald.public_key(),
+            herald_jwt = account(&herald, "HERALD", &with_jetstream),
+        );
+        for user in permissions::all() {
+            let key = KeyPair::new_user();
+            let jwt = nats_jwt(
+                &herald,
+                &key.public_key(),
+                user.user,
+                serde_json::json!({
+                    "pub": { "allow": user.publish },
+                    "sub": { "allow": user.subscribe },
+                    "subs": -1, "data": -1, "payload": -1,
+                    "type": "user", "version": 2,
+                }),
+            );
+            let creds = format!(
+                "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n",
+                seed = key.seed().unwrap(),
+            );
+            std::fs::write(dir.path().join(format!("{}.creds", user.user)), creds).unwrap();
+        }
+        Self { dir, config }
+    }
+
+    fn creds(&self, user: &str) -> NatsAuth {
+        NatsAuth {
+            creds: Some(self.dir.path().join(format!("{user}.creds"))),
+            ..NatsAuth::default()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_and_the_publisher_authenticate_with_creds_on_an_operator_mode_nats() {
+    let operator = Operator::mint();
+    let nats = NatsServer::start_with_config(&operator.config);
+
+    // No credentials: refused.
+    let refused = tokio::time::timeout(
+        WAIT,
+        herald_shared::nats::connect(&nats.url, &NatsAuth::default(), "anonymous", None),
+    )
+    .await
+    .expect("an answer in time");
+    assert!(refused.is_err(), "connected without credentials");
+
+    publish_and_deliver(
+        &nats,
+        &nats.url,
+        operator.creds("edge"),
+        operator.creds("publisher"),
+    )
+    .await;
 }
