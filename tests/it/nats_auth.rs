@@ -1,8 +1,8 @@
-//! Herald on a locked-down NATS: TLS only (with client certificates), nkey
-//! users, `.creds` on an operator-mode server, users and passwords in URLs,
-//! and least-privilege users that
-//! suffice for publishing, live delivery and resume while the edge's user
-//! can neither write a stream nor change one.
+//! Herald on a production NATS: seed lists, TLS only (with client
+//! certificates), nkey users, `.creds` on an operator-mode server, users and
+//! passwords in URLs, and least-privilege users that suffice for publishing,
+//! live delivery and resume while the edge's user can neither write a
+//! stream nor change one.
 //!
 //! Certificates, nkeys and operator-mode JWTs are minted per run; nothing
 //! secret is committed.
@@ -84,14 +84,14 @@ impl Pki {
     }
 }
 
-/// A publisher and an edge on `url` with `auth`; one event published over
-/// HTTP must reach a socket.
+/// Starts a publisher and an edge on `url` with their `auth`; one event
+/// published over HTTP must reach a socket. Returns both, still running.
 async fn publish_and_deliver(
     nats: &NatsServer,
     url: &str,
     edge_auth: NatsAuth,
     pub_auth: NatsAuth,
-) {
+) -> (TestPublisher, TestEdge) {
     let mut config = publisher_config(nats);
     config.nats_url = url.into();
     config.nats_auth = pub_auth;
@@ -114,6 +114,7 @@ async fn publish_and_deliver(
         unreachable!()
     };
     assert_eq!(id.to_string(), "e1");
+    (publisher, edge)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -525,4 +526,45 @@ async fn the_edge_and_the_publisher_authenticate_with_creds_on_an_operator_mode_
         operator.creds("publisher"),
     )
     .await;
+}
+
+/// Names of the clients connected to `nats`.
+async fn client_names(nats: &NatsServer) -> Vec<String> {
+    let connz: serde_json::Value = reqwest::get(format!("{}/connz", nats.monitoring))
+        .await
+        .expect("connz")
+        .json()
+        .await
+        .expect("connz json");
+    connz["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seed_list_is_tried_in_its_order_past_a_dead_node() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("nats://{}", listener.local_addr().unwrap())
+    };
+    let first = NatsServer::start();
+    let second = NatsServer::start();
+    let url = format!("{dead}, {},{}", first.url, second.url);
+    let _running =
+        publish_and_deliver(&first, &url, NatsAuth::default(), NatsAuth::default()).await;
+    // In the given order, not shuffled: every client is on the first live node.
+    let names = client_names(&first).await;
+    assert!(
+        names.iter().any(|n| n == "herald-publisher")
+            && names
+                .iter()
+                .filter(|n| n.starts_with("herald-edge"))
+                .count()
+                == 2,
+        "{names:?}"
+    );
+    assert_eq!(client_names(&second).await, Vec::<String>::new());
 }
