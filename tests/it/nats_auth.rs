@@ -16,7 +16,7 @@ use herald_shared::{
     frames::ServerFrame,
     ids::UserId,
     nats::NatsAuth,
-    stream::{DOMAIN_STREAM, NOTIFY_STREAM},
+    stream::{DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
     subject::{dead_letter_subject, domain_subject, stored_subject},
 };
 use herald_tests::{
@@ -271,6 +271,14 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
         config.nats_url = permissions::url_for(&nats, "edge");
         edges.push(TestEdge::spawn_with(config).await);
     }
+    // A second replica finds the streams and the consumer there: the update path.
+    let mut config = publisher_config(&nats);
+    config.nats_url = permissions::url_for(&nats, "publisher");
+    TestPublisher::spawn_with(config)
+        .await
+        .stop()
+        .await
+        .expect("a second publisher starts and stops cleanly");
     let stack = Stack {
         publisher,
         edges,
@@ -367,21 +375,34 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
             .unwrap();
         violation(&mut errors, &subject).await;
     }
-    for api in ["DELETE", "UPDATE", "PURGE"] {
-        let subject = format!("$JS.API.STREAM.{api}.{NOTIFY_STREAM}");
-        let inbox = edge_user.new_inbox();
+    for subject in [
+        format!("$JS.API.STREAM.DELETE.{NOTIFY_STREAM}"),
+        format!("$JS.API.STREAM.UPDATE.{NOTIFY_STREAM}"),
+        format!("$JS.API.STREAM.PURGE.{NOTIFY_STREAM}"),
+        format!("$JS.API.STREAM.MSG.DELETE.{NOTIFY_STREAM}"),
+        "$JS.API.STREAM.CREATE.HERALD_EVIL".to_string(),
+        format!("$JS.API.CONSUMER.DELETE.{DOMAIN_STREAM}.{DOMAIN_CONSUMER}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{DOMAIN_STREAM}.{DOMAIN_CONSUMER}"),
+    ] {
         edge_user
-            .publish_with_reply(subject.clone(), inbox, "{}".into())
+            .publish_with_reply(subject.clone(), edge_user.new_inbox(), "{}".into())
             .await
             .unwrap();
         violation(&mut errors, &subject).await;
     }
-    let subject = "$JS.API.STREAM.CREATE.HERALD_EVIL".to_string();
-    edge_user
-        .publish_with_reply(subject.clone(), edge_user.new_inbox(), "{}".into())
-        .await
-        .unwrap();
-    violation(&mut errors, &subject).await;
+    // Nor may a domain service store a notification past the publisher's
+    // checks, or forge a dead letter.
+    let (domain_user, mut errors) = watched_client(&stack.nats, "domain-service").await;
+    for subject in [
+        stored_subject(&Channel::user(UserId::parse("u1").unwrap())).to_string(),
+        dead_letter_subject(domain_subject(EventType::CalendarEventUpdated).as_str()).to_string(),
+    ] {
+        domain_user
+            .publish(subject.clone(), "{}".into())
+            .await
+            .unwrap();
+        violation(&mut errors, &subject).await;
+    }
     assert_eq!(last_seqs(&stack.nats).await, before, "a stream changed");
     // Nothing forged reached the client either.
     let marker = stack.publish(&calendar_event("marker", &["u1"], &[])).await;
@@ -567,4 +588,23 @@ async fn a_seed_list_is_tried_in_its_order_past_a_dead_node() {
         "{names:?}"
     );
     assert_eq!(client_names(&second).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_in_the_url_authenticates() {
+    let nats = NatsServer::start_with_config("authorization { token: \"t0ken-of-this-run\" }\n");
+    let with = |token: &str| nats.url.replacen("://", &format!("://{token}@"), 1);
+    let refused = tokio::time::timeout(
+        WAIT,
+        herald_shared::nats::connect(&with("wrong"), &NatsAuth::default(), "wrong", None),
+    )
+    .await
+    .expect("an answer in time");
+    let error = format!("{:#}", refused.expect_err("a wrong token connected"));
+    assert!(
+        !error.contains("wrong@"),
+        "the token is in the error: {error}"
+    );
+    let url = with("t0ken-of-this-run");
+    let _running = publish_and_deliver(&nats, &url, NatsAuth::default(), NatsAuth::default()).await;
 }
