@@ -14,10 +14,10 @@ use herald_shared::{
     channel::Channel,
     events::EventType,
     frames::ServerFrame,
-    ids::UserId,
+    ids::{Namespace, UserId},
     nats::NatsAuth,
     stream::{DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
-    subject::{dead_letter_subject, domain_subject, stored_subject},
+    subject::{dead_letter_subject, domain_subject, live_subject, stored_subject},
 };
 use herald_tests::{
     WAIT,
@@ -334,6 +334,39 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
     assert_eq!(user_seqs.len(), 2, "h1 then n1 on user:u1");
     assert_eq!(user_seqs[0], expected["user:u1"][0]);
     expected.insert("user:u1".into(), user_seqs);
+    // Delivered live, not only by the edge's repairs: its subscriptions stand.
+    let live = stack.nats.edge_subscriptions().await;
+    for channel in [
+        Channel::user(UserId::parse("u1").unwrap()),
+        Channel::namespace(Namespace::parse("team").unwrap()),
+    ] {
+        let subject = live_subject(&channel).to_string();
+        assert!(live.contains(&subject), "{subject} not in {live:?}");
+    }
+    // A malformed domain event is dead-lettered and acked: the work queue
+    // empties (the publisher may store dead letters and ack).
+    domain
+        .publish(
+            domain_subject(EventType::CalendarEventUpdated).to_string(),
+            "not json".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .expect("the domain stream stores it");
+    let domain_stream =
+        jetstream::new(connect(&permissions::url_for(&stack.nats, "publisher")).await);
+    let emptied = tokio::time::timeout(WAIT, async {
+        loop {
+            let info = domain_stream.get_stream(DOMAIN_STREAM).await.unwrap();
+            if info.cached_info().state.messages == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(emptied.is_ok(), "the domain stream kept its messages");
 
     // Resume on the other edge from the cursors: replay by direct get.
     client.disconnect();
