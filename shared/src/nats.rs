@@ -142,6 +142,20 @@ pub async fn connect(
                         }
                     }
                     async_nats::Event::Disconnected => tracing::warn!("NATS disconnected."),
+                    // A permission the user lacks (the server drops the
+                    // message or subscription and says so only here), or
+                    // credentials refused or expired: an operator must see it.
+                    async_nats::Event::ServerError(err) => {
+                        tracing::warn!(error = %err, "NATS server error.");
+                    }
+                    async_nats::Event::ClientError(err) => {
+                        tracing::warn!(error = %err, "NATS client error.");
+                    }
+                    async_nats::Event::LameDuckMode => {
+                        tracing::info!(
+                            "NATS server in lame duck mode: it will close this connection soon."
+                        );
+                    }
                     other => tracing::debug!(event = %other, "NATS event."),
                 }
             }
