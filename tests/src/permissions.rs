@@ -89,7 +89,9 @@ pub fn password(user: &str) -> String {
 }
 
 /// nats-server configuration: one account, `HERALD`, with JetStream, and
-/// the users of [`all`] with exactly their permissions.
+/// the users of [`all`] with exactly their permissions. Self-contained, so it
+/// can be appended to any other configuration (a cluster node's, TLS);
+/// connect with [`url_for`].
 pub fn least_privilege_config() -> String {
     let quoted = |subjects: &[String]| {
         subjects
