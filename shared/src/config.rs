@@ -260,6 +260,44 @@ mod tests {
         http: HttpArgs,
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct Nats {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    fn nats(flags: &[&str]) -> Result<NatsArgs, clap::Error> {
+        let args = std::iter::once("herald").chain(flags.iter().copied());
+        Nats::try_parse_from(args).map(|n| n.nats)
+    }
+
+    #[test]
+    fn nats_credentials_and_tls_flags() {
+        let auth = nats(&[
+            "--nats-creds",
+            "/s/herald.creds",
+            "--nats-tls-ca",
+            "/s/ca.pem",
+        ])
+        .unwrap()
+        .auth();
+        assert_eq!(auth.creds, Some(PathBuf::from("/s/herald.creds")));
+        assert!(auth.wants_tls());
+        assert!(!nats(&[]).unwrap().auth().wants_tls());
+        // One identity: a creds file or an nkey, not both.
+        assert!(nats(&["--nats-creds", "a", "--nats-nkey", "b"]).is_err());
+        // A client certificate needs its key, and the other way round.
+        assert!(nats(&["--nats-tls-cert", "c"]).is_err());
+        assert!(nats(&["--nats-tls-key", "k"]).is_err());
+        let auth = nats(&["--nats-tls-cert", "c", "--nats-tls-key", "k"])
+            .unwrap()
+            .auth();
+        assert_eq!(
+            (auth.tls_cert, auth.tls_key),
+            (Some("c".into()), Some("k".into()))
+        );
+    }
+
     fn limits(flags: &[&str]) -> Result<HttpLimits, ConfigError> {
         let args = std::iter::once("herald").chain(flags.iter().copied());
         Args::try_parse_from(args).unwrap().http.limits()
