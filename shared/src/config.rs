@@ -41,6 +41,12 @@ pub struct NatsArgs {
     /// PEM private key of `--nats-tls-cert`.
     #[arg(long, env = "HERALD_NATS_TLS_KEY", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
+    /// Prefix of this service's reply subjects (JetStream answers, history
+    /// reads), instead of `_INBOX`. Give each NATS user its own (`_INBOX_edge`)
+    /// and let it subscribe only to `<prefix>.>`: no other user of the
+    /// account can then read its replies.
+    #[arg(long, env = "HERALD_NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 impl NatsArgs {
@@ -52,6 +58,7 @@ impl NatsArgs {
             tls_ca: self.nats_tls_ca.clone(),
             tls_cert: self.nats_tls_cert.clone(),
             tls_key: self.nats_tls_key.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
         }
     }
 }

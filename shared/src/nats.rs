@@ -24,6 +24,9 @@ pub struct NatsAuth {
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Reply subjects under this prefix instead of `_INBOX`, so a NATS user
+    /// may be allowed to subscribe to its own replies only.
+    pub inbox_prefix: Option<String>,
 }
 
 impl NatsAuth {
@@ -180,6 +183,17 @@ pub async fn connect(
         let seed = std::fs::read_to_string(path)
             .with_context(|| format!("reading --nats-nkey {}", path.display()))?;
         options = options.nkey(seed.trim().to_owned());
+    }
+    if let Some(prefix) = &auth.inbox_prefix {
+        let valid = !prefix.is_empty()
+            && !prefix.contains(['*', '>'])
+            && !prefix.chars().any(char::is_whitespace)
+            && !prefix.starts_with('.')
+            && !prefix.ends_with('.');
+        if !valid {
+            anyhow::bail!("invalid --nats-inbox-prefix {prefix:?}: one or more subject tokens");
+        }
+        options = options.custom_inbox_prefix(prefix);
     }
     if auth.wants_tls() {
         options = options.require_tls(true);

@@ -239,9 +239,11 @@ fn record(expected: &mut Seqs, published: herald_shared::api::PublishAccepted) {
     }
 }
 
-/// Connects as Herald does: credentials in the URL.
-async fn connect(url: &str) -> async_nats::Client {
-    herald_shared::nats::connect(url, &NatsAuth::default(), "test", None)
+/// Connects as Herald does as `user`: its password in the URL, its own
+/// inbox prefix.
+async fn connect_as(nats: &NatsServer, user: &str) -> async_nats::Client {
+    let url = permissions::url_for(nats, user);
+    herald_shared::nats::connect(&url, &permissions::auth_for(user), user, None)
         .await
         .expect("connect")
 }
@@ -249,7 +251,7 @@ async fn connect(url: &str) -> async_nats::Client {
 /// Last seq of the notification and domain streams, read as the publisher
 /// (which may; the dead-letter stream it only writes).
 async fn last_seqs(nats: &NatsServer) -> Vec<(String, u64)> {
-    let client = connect(&permissions::url_for(nats, "publisher")).await;
+    let client = connect_as(nats, "publisher").await;
     let js = jetstream::new(client);
     let mut seqs = Vec::new();
     for name in [NOTIFY_STREAM, DOMAIN_STREAM] {
@@ -264,16 +266,19 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
     let nats = NatsServer::start_with_config(&permissions::least_privilege_config());
     let mut config = publisher_config(&nats);
     config.nats_url = permissions::url_for(&nats, "publisher");
+    config.nats_auth = permissions::auth_for("publisher");
     let publisher = TestPublisher::spawn_with(config).await;
     let mut edges = Vec::new();
     for node in ["edge-a", "edge-b"] {
         let mut config = edge_config(&nats, node);
         config.nats_url = permissions::url_for(&nats, "edge");
+        config.nats_auth = permissions::auth_for("edge");
         edges.push(TestEdge::spawn_with(config).await);
     }
     // A second replica finds the streams and the consumer there: the update path.
     let mut config = publisher_config(&nats);
     config.nats_url = permissions::url_for(&nats, "publisher");
+    config.nats_auth = permissions::auth_for("publisher");
     TestPublisher::spawn_with(config)
         .await
         .stop()
@@ -305,8 +310,7 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
             .publish(&calendar_event("h1", &["u1"], &["team"]))
             .await,
     );
-    let domain =
-        jetstream::new(connect(&permissions::url_for(&stack.nats, "domain-service")).await);
+    let domain = jetstream::new(connect_as(&stack.nats, "domain-service").await);
     let body = calendar_event("n1", &["u1"], &[]).to_string();
     tokio::time::timeout(WAIT, async {
         domain
@@ -354,8 +358,7 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
         .unwrap()
         .await
         .expect("the domain stream stores it");
-    let domain_stream =
-        jetstream::new(connect(&permissions::url_for(&stack.nats, "publisher")).await);
+    let domain_stream = jetstream::new(connect_as(&stack.nats, "publisher").await);
     let emptied = tokio::time::timeout(WAIT, async {
         loop {
             let info = domain_stream.get_stream(DOMAIN_STREAM).await.unwrap();
@@ -423,9 +426,16 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
             .unwrap();
         violation(&mut errors, &subject).await;
     }
+    // Nor may a domain service read the edge's or the publisher's replies
+    // (history reads, pulled domain events).
+    let (domain_user, mut errors) = watched_client(&stack.nats, "domain-service").await;
+    for user in ["edge", "publisher"] {
+        let subject = format!("{}.>", permissions::inbox_prefix(user));
+        let _denied = domain_user.subscribe(subject.clone()).await.unwrap();
+        violation(&mut errors, &subject).await;
+    }
     // Nor may a domain service store a notification past the publisher's
     // checks, or forge a dead letter.
-    let (domain_user, mut errors) = watched_client(&stack.nats, "domain-service").await;
     for subject in [
         stored_subject(&Channel::user(UserId::parse("u1").unwrap())).to_string(),
         dead_letter_subject(domain_subject(EventType::CalendarEventUpdated).as_str()).to_string(),
@@ -554,7 +564,7 @@ impl Operator {
     fn creds(&self, user: &str) -> NatsAuth {
         NatsAuth {
             creds: Some(self.dir.path().join(format!("{user}.creds"))),
-            ..NatsAuth::default()
+            ..permissions::auth_for(user)
         }
     }
 }

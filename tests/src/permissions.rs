@@ -12,9 +12,16 @@ use herald_shared::{
 
 use crate::nats::NatsServer;
 
-/// Where request replies come back: JetStream API answers, publish acks,
-/// direct-get batches and pulled domain messages.
-pub const INBOXES: &str = "_INBOX.>";
+/// The prefix of `user`'s reply subjects (`--nats-inbox-prefix`): JetStream
+/// API answers, publish acks, direct-get batches and pulled domain messages
+/// come back under it, and only `user` may subscribe there.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
+}
+
+fn inboxes(user: &str) -> String {
+    format!("{}.>", inbox_prefix(user))
+}
 
 /// One NATS user's permissions.
 #[derive(Debug, Clone)]
@@ -35,7 +42,7 @@ pub fn edge() -> Permissions {
             format!("$JS.API.STREAM.INFO.{NOTIFY_STREAM}"),
             direct_get_subject(NOTIFY_STREAM).into(),
         ],
-        subscribe: vec![LIVE_SUBJECTS.into(), INBOXES.into()],
+        subscribe: vec![LIVE_SUBJECTS.into(), inboxes("edge")],
     }
 }
 
@@ -64,7 +71,7 @@ pub fn publisher() -> Permissions {
     Permissions {
         user: "publisher",
         publish,
-        subscribe: vec![INBOXES.into()],
+        subscribe: vec![inboxes("publisher")],
     }
 }
 
@@ -73,7 +80,7 @@ pub fn domain_service() -> Permissions {
     Permissions {
         user: "domain-service",
         publish: vec![DOMAIN_SUBJECTS.into()],
-        subscribe: vec![INBOXES.into()],
+        subscribe: vec![inboxes("domain-service")],
     }
 }
 
@@ -117,6 +124,14 @@ pub fn least_privilege_config() -> String {
     format!(
         "accounts {{\n  HERALD {{\n    jetstream: enabled\n    users: [\n{users}\n    ]\n  }}\n}}\n"
     )
+}
+
+/// The connection options of `user`: its inbox prefix.
+pub fn auth_for(user: &str) -> herald_shared::nats::NatsAuth {
+    herald_shared::nats::NatsAuth {
+        inbox_prefix: Some(inbox_prefix(user)),
+        ..Default::default()
+    }
 }
 
 /// `nats://user:password@host:port` of `server` for `user`.
