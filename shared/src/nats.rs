@@ -185,14 +185,7 @@ pub async fn connect(
         options = options.nkey(seed.trim().to_owned());
     }
     if let Some(prefix) = &auth.inbox_prefix {
-        let valid = !prefix.is_empty()
-            && !prefix.contains(['*', '>'])
-            && !prefix.chars().any(char::is_whitespace)
-            && !prefix.starts_with('.')
-            && !prefix.ends_with('.');
-        if !valid {
-            anyhow::bail!("invalid --nats-inbox-prefix {prefix:?}: one or more subject tokens");
-        }
+        check_inbox_prefix(prefix)?;
         options = options.custom_inbox_prefix(prefix);
     }
     if auth.wants_tls() {
@@ -218,6 +211,20 @@ pub async fn connect(
         .with_context(|| format!("connecting to NATS at {}", redact_url(urls)))
 }
 
+/// An inbox prefix is one or more plain subject tokens: replies go to
+/// `<prefix>.<id>`, and a wildcard would make the permission match others'.
+fn check_inbox_prefix(prefix: &str) -> anyhow::Result<()> {
+    let valid = !prefix.is_empty()
+        && prefix
+            .split('.')
+            .all(|token| !token.is_empty() && !token.contains(['*', '>']))
+        && !prefix.chars().any(char::is_whitespace);
+    if !valid {
+        anyhow::bail!("invalid --nats-inbox-prefix {prefix:?}: one or more subject tokens");
+    }
+    Ok(())
+}
+
 fn readable(path: &std::path::Path, flag: &str) -> anyhow::Result<()> {
     std::fs::metadata(path)
         .map(drop)
@@ -230,6 +237,16 @@ mod tests {
 
     fn urls(seeds: &Seeds) -> Vec<&str> {
         seeds.servers.iter().map(|s| s.as_url_str()).collect()
+    }
+
+    #[test]
+    fn an_inbox_prefix_is_plain_subject_tokens() {
+        for ok in ["_INBOX_edge", "herald.edge-1"] {
+            assert!(check_inbox_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "_INBOX.*", ">", "a..b", ".a", "a.", "a b"] {
+            assert!(check_inbox_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
