@@ -8,11 +8,15 @@ use crate::{
     telemetry::LogFormat,
 };
 
-/// Where NATS is.
+/// Where NATS is, and how to authenticate to it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
-    // Hidden in `--help`: a URL may carry credentials (`nats://user:pass@host`).
+    /// NATS server URL, or a comma-separated list of a cluster's nodes (tried
+    /// in this order; the client then follows the nodes the cluster
+    /// announces). `tls://` requires TLS. A user and password
+    /// (`nats://user:pass@host`) or a token (`nats://token@host`) in the URLs
+    /// is used to authenticate and never logged.
+    // Hidden in `--help`: a URL may carry credentials.
     #[arg(
         long,
         env = "HERALD_NATS_URL",
@@ -20,6 +24,43 @@ pub struct NatsArgs {
         hide_env_values = true
     )]
     pub nats_url: String,
+    /// A NATS `.creds` file (user JWT and nkey seed), for servers in operator mode.
+    #[arg(long, env = "HERALD_NATS_CREDS", conflicts_with = "nats_nkey")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding a NATS user's nkey seed (`SU…`), for servers that
+    /// authenticate users by nkey.
+    #[arg(long, env = "HERALD_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign the NATS servers' certificates, instead
+    /// of the system's roots. Any `--nats-tls-*` flag makes TLS required.
+    #[arg(long, env = "HERALD_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for NATS servers that verify clients.
+    #[arg(long, env = "HERALD_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--nats-tls-cert`.
+    #[arg(long, env = "HERALD_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Prefix of this service's reply subjects (JetStream answers, history
+    /// reads), instead of `_INBOX`. Give each NATS user its own (`_INBOX_edge`)
+    /// and let it subscribe only to `<prefix>.>`: no other user of the
+    /// account can then read its replies.
+    #[arg(long, env = "HERALD_NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
+}
+
+impl NatsArgs {
+    /// The credential and TLS files to connect with.
+    pub fn auth(&self) -> crate::nats::NatsAuth {
+        crate::nats::NatsAuth {
+            creds: self.nats_creds.clone(),
+            nkey: self.nats_nkey.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
+        }
+    }
 }
 
 /// The keys tokens are verified with. At least one is required, unless `--dev`.
@@ -224,6 +265,44 @@ mod tests {
     struct Args {
         #[command(flatten)]
         http: HttpArgs,
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Nats {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    fn nats(flags: &[&str]) -> Result<NatsArgs, clap::Error> {
+        let args = std::iter::once("herald").chain(flags.iter().copied());
+        Nats::try_parse_from(args).map(|n| n.nats)
+    }
+
+    #[test]
+    fn nats_credentials_and_tls_flags() {
+        let auth = nats(&[
+            "--nats-creds",
+            "/s/herald.creds",
+            "--nats-tls-ca",
+            "/s/ca.pem",
+        ])
+        .unwrap()
+        .auth();
+        assert_eq!(auth.creds, Some(PathBuf::from("/s/herald.creds")));
+        assert!(auth.wants_tls());
+        assert!(!nats(&[]).unwrap().auth().wants_tls());
+        // One identity: a creds file or an nkey, not both.
+        assert!(nats(&["--nats-creds", "a", "--nats-nkey", "b"]).is_err());
+        // A client certificate needs its key, and the other way round.
+        assert!(nats(&["--nats-tls-cert", "c"]).is_err());
+        assert!(nats(&["--nats-tls-key", "k"]).is_err());
+        let auth = nats(&["--nats-tls-cert", "c", "--nats-tls-key", "k"])
+            .unwrap()
+            .auth();
+        assert_eq!(
+            (auth.tls_cert, auth.tls_key),
+            (Some("c".into()), Some("k".into()))
+        );
     }
 
     fn limits(flags: &[&str]) -> Result<HttpLimits, ConfigError> {

@@ -14,6 +14,7 @@ mod faults;
 mod frames;
 mod ingest_nats;
 mod metrics;
+mod nats_auth;
 mod production;
 mod publish_http;
 mod publisher_limits;

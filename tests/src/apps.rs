@@ -38,6 +38,7 @@ pub fn publisher_config_on(nats_url: &str) -> herald_publisher::Config {
     herald_publisher::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats_url.into(),
+        nats_auth: Default::default(),
         keys: KeySet::hs256(TEST_SECRET.as_bytes()),
         expect: Expectations {
             audience: "herald-publisher".into(),
@@ -74,6 +75,7 @@ pub fn edge_config_on(nats_url: &str, node_id: &str) -> herald_edge::Config {
     herald_edge::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats_url.into(),
+        nats_auth: Default::default(),
         keys: KeySet::hs256(TEST_SECRET.as_bytes()),
         expect: Expectations {
             audience: "herald".into(),

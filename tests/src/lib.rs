@@ -6,6 +6,7 @@ pub mod clients;
 pub mod cluster;
 pub mod metrics;
 pub mod nats;
+pub mod permissions;
 pub mod proxy;
 pub mod resume;
 pub mod sse;

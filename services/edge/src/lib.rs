@@ -50,15 +50,23 @@ pub async fn run(
     // republished while the connection was down is lost to core NATS.
     let reconcile = Arc::new(tokio::sync::Notify::new());
     let client_name = format!("herald-edge {}", config.node_id);
-    let nats =
-        herald_shared::nats::connect(&config.nats_url, &client_name, Some(reconcile.clone()))
-            .await?;
+    let nats = herald_shared::nats::connect(
+        &config.nats_url,
+        &config.nats_auth,
+        &client_name,
+        Some(reconcile.clone()),
+    )
+    .await?;
     // History (replays, gap repairs, reconcile passes) is read on a
     // connection of its own: a burst of it then never queues ahead of live
     // messages, nor gets the live connection cut off as a slow consumer.
-    let history =
-        herald_shared::nats::connect(&config.nats_url, &format!("{client_name} history"), None)
-            .await?;
+    let history = herald_shared::nats::connect(
+        &config.nats_url,
+        &config.nats_auth,
+        &format!("{client_name} history"),
+        None,
+    )
+    .await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     let stream = wait_for_stream(&jetstream).await?;
     let epoch = stream

@@ -84,7 +84,10 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// One NATS URL or a comma-separated seed list.
     pub nats_url: String,
+    /// Credential and TLS files for NATS.
+    pub nats_auth: herald_shared::nats::NatsAuth,
     pub keys: KeySet,
     /// What service tokens must carry.
     pub expect: Expectations,
@@ -187,6 +190,7 @@ impl TryFrom<Args> for Config {
         }
         Ok(Self {
             listen: args.listen,
+            nats_auth: args.nats.auth(),
             nats_url: args.nats.nats_url,
             keys: loaded.keys,
             expect: Expectations {

@@ -44,7 +44,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let nats = herald_shared::nats::connect(&config.nats_url, "herald-publisher", None).await?;
+    let nats = herald_shared::nats::connect(
+        &config.nats_url,
+        &config.nats_auth,
+        "herald-publisher",
+        None,
+    )
+    .await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     // Before the notification stream: edges wait for that, then watch this.
     let revocations = sessions::ensure_revocations_bucket(&jetstream, config.max_token_lifetime)

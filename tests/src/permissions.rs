@@ -1,0 +1,163 @@
+//! Least privilege: the exact NATS permissions of each Herald service, and a
+//! nats-server configuration with one account whose users `edge`,
+//! `publisher` and `domain-service` have exactly those (README, "NATS
+//! permissions"; a test checks the README's table is this one).
+
+use herald_shared::{
+    stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
+    subject::{
+        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS, direct_get_subject,
+    },
+};
+
+use crate::nats::NatsServer;
+
+/// The prefix of `user`'s reply subjects (`--nats-inbox-prefix`): JetStream
+/// API answers, publish acks, direct-get batches and pulled domain messages
+/// come back under it, and only `user` may subscribe there.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
+}
+
+fn inboxes(user: &str) -> String {
+    format!("{}.>", inbox_prefix(user))
+}
+
+/// One NATS user's permissions.
+#[derive(Debug, Clone)]
+pub struct Permissions {
+    pub user: &'static str,
+    /// Subjects it may publish to (JetStream API requests included).
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+}
+
+/// The edge: reads the notification stream's info (its epoch, its last seq),
+/// reads history by direct get, and takes the republished live copies.
+pub fn edge() -> Permissions {
+    Permissions {
+        user: "edge",
+        publish: vec![
+            format!("$JS.API.STREAM.INFO.{NOTIFY_STREAM}"),
+            direct_get_subject(NOTIFY_STREAM).into(),
+        ],
+        subscribe: vec![LIVE_SUBJECTS.into(), inboxes("edge")],
+    }
+}
+
+/// The publisher: creates and updates its three streams and the domain
+/// consumer, stores notifications and dead letters, pulls and acks domain
+/// events.
+pub fn publisher() -> Permissions {
+    let mut publish = vec![NOTIFY_SUBJECTS.to_string(), DEAD_LETTER_SUBJECTS.into()];
+    // Reads the info of the streams it waits for (start-up, `/readyz`); the
+    // dead-letter stream is only created or updated.
+    for (stream, actions) in [
+        (NOTIFY_STREAM, &["INFO", "CREATE", "UPDATE"][..]),
+        (DOMAIN_STREAM, &["INFO", "CREATE", "UPDATE"]),
+        (DEAD_LETTER_STREAM, &["CREATE", "UPDATE"]),
+    ] {
+        for action in actions {
+            publish.push(format!("$JS.API.STREAM.{action}.{stream}"));
+        }
+    }
+    for action in ["CREATE", "INFO", "MSG.NEXT"] {
+        publish.push(format!(
+            "$JS.API.CONSUMER.{action}.{DOMAIN_STREAM}.{DOMAIN_CONSUMER}"
+        ));
+    }
+    publish.push(format!("$JS.ACK.{DOMAIN_STREAM}.{DOMAIN_CONSUMER}.>"));
+    Permissions {
+        user: "publisher",
+        publish,
+        subscribe: vec![inboxes("publisher")],
+    }
+}
+
+/// A domain service: publishes domain events and reads the stream's acks.
+pub fn domain_service() -> Permissions {
+    Permissions {
+        user: "domain-service",
+        publish: vec![DOMAIN_SUBJECTS.into()],
+        subscribe: vec![inboxes("domain-service")],
+    }
+}
+
+/// Every user, in the README's order.
+pub fn all() -> Vec<Permissions> {
+    vec![edge(), publisher(), domain_service()]
+}
+
+/// The test password of `user` (minted per run would buy nothing: the
+/// server lives only as long as the test).
+pub fn password(user: &str) -> String {
+    format!("{user}-test-password")
+}
+
+/// nats-server configuration: one account, `HERALD`, with JetStream, and
+/// the users of [`all`] with exactly their permissions. Self-contained, so it
+/// can be appended to any other configuration (a cluster node's, TLS);
+/// connect with [`url_for`].
+pub fn least_privilege_config() -> String {
+    let quoted = |subjects: &[String]| {
+        subjects
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let users = all()
+        .iter()
+        .map(|p| {
+            format!(
+                "      {{ user: \"{user}\", password: \"{password}\", permissions: {{ \
+                 publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }} }} }}",
+                user = p.user,
+                password = password(p.user),
+                publish = quoted(&p.publish),
+                subscribe = quoted(&p.subscribe),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "accounts {{\n  HERALD {{\n    jetstream: enabled\n    users: [\n{users}\n    ]\n  }}\n}}\n"
+    )
+}
+
+/// The connection options of `user`: its inbox prefix.
+pub fn auth_for(user: &str) -> herald_shared::nats::NatsAuth {
+    herald_shared::nats::NatsAuth {
+        inbox_prefix: Some(inbox_prefix(user)),
+        ..Default::default()
+    }
+}
+
+/// `nats://user:password@host:port` of `server` for `user`.
+pub fn url_for(server: &NatsServer, user: &str) -> String {
+    server
+        .url
+        .replacen("://", &format!("://{user}:{}@", password(user)), 1)
+}
+
+/// The README's table of these permissions, one row per user.
+pub fn readme_table() -> String {
+    let code = |subjects: &[String]| {
+        subjects
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut table = String::from("| user | publish | subscribe |\n| --- | --- | --- |\n");
+    for p in all() {
+        table.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            p.user,
+            code(&p.publish),
+            code(&p.subscribe)
+        ));
+    }
+    table
+}
