@@ -12,6 +12,7 @@ use std::{collections::HashMap, path::PathBuf};
 use async_nats::{Event, ServerError, jetstream};
 use herald_shared::{
     channel::Channel,
+    error_code::ErrorCode,
     events::EventType,
     frames::ServerFrame,
     ids::{Namespace, UserId},
@@ -22,7 +23,9 @@ use herald_shared::{
 use herald_tests::{
     WAIT,
     apps::{Stack, TestEdge, TestPublisher, edge_config, publisher_config},
-    clients::{WsClient, calendar_event, service_token, user_token},
+    clients::{
+        TEST_SECRET, WsClient, calendar_event, now, service_claims, service_token, sign, user_token,
+    },
     nats::NatsServer,
     permissions,
     resume::{ResumingClient, Seqs},
@@ -392,6 +395,40 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
     let tally = client.tally(&expected);
     eprintln!("least privilege resume: {tally:?}");
     tally.assert_exact("resumed with the least-privilege users");
+
+    // The session API with these users: the publisher writes the revocation
+    // to its key-value bucket and sends the control message; the edge takes
+    // it and ends the user's socket with REVOKED.
+    let mut doomed =
+        WsClient::connect(&stack.edges[0].ws_url(&format!("token={}", user_token("u2", &[]))))
+            .await;
+    assert!(matches!(
+        doomed.next_frame().await,
+        ServerFrame::Welcome { .. }
+    ));
+    let mut claims = service_claims();
+    claims["scope"] = serde_json::json!("sessions:manage");
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/users/u2/disconnect", stack.publisher.url()))
+        .bearer_auth(sign(&claims, TEST_SECRET))
+        .json(&serde_json::json!({ "revoke_tokens_issued_before": now() + 5 }))
+        .send()
+        .await
+        .expect("the publisher answers");
+    assert_eq!(answer.status(), 202, "the revocation is stored and sent");
+    let (frames, _) = tokio::time::timeout(WAIT, doomed.until_closed())
+        .await
+        .expect("the revoked socket is closed in time");
+    assert!(
+        matches!(
+            frames.last(),
+            Some(ServerFrame::Error {
+                code: ErrorCode::Revoked,
+                ..
+            })
+        ),
+        "{frames:?}"
+    );
 
     // The edge's user writes nothing and changes no stream.
     let before = last_seqs(&stack.nats).await;

@@ -4,11 +4,18 @@
 //! permissions"; a test checks the README's table is this one).
 
 use herald_shared::{
+    session_control::REVOCATIONS_BUCKET,
     stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
     subject::{
-        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS, direct_get_subject,
+        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS,
+        SESSION_CONTROL_SUBJECTS, direct_get_subject,
     },
 };
+
+/// The stream behind the revocations key-value bucket.
+fn revocations_stream() -> String {
+    format!("KV_{REVOCATIONS_BUCKET}")
+}
 
 use crate::nats::NatsServer;
 
@@ -34,15 +41,28 @@ pub struct Permissions {
 }
 
 /// The edge: reads the notification stream's info (its epoch, its last seq),
-/// reads history by direct get, and takes the republished live copies.
+/// reads history by direct get, and takes the republished live copies; takes
+/// the session-control messages and watches the revocations bucket (an
+/// ordered consumer: created, recreated after a gap, flow-controlled).
 pub fn edge() -> Permissions {
+    let revocations = revocations_stream();
     Permissions {
         user: "edge",
         publish: vec![
             format!("$JS.API.STREAM.INFO.{NOTIFY_STREAM}"),
             direct_get_subject(NOTIFY_STREAM).into(),
+            format!("$JS.API.STREAM.INFO.{revocations}"),
+            // An ordered consumer has no name: the bare subject; named, `.>`.
+            format!("$JS.API.CONSUMER.CREATE.{revocations}"),
+            format!("$JS.API.CONSUMER.CREATE.{revocations}.>"),
+            format!("$JS.API.CONSUMER.DELETE.{revocations}.>"),
+            format!("$JS.FC.{revocations}.>"),
         ],
-        subscribe: vec![LIVE_SUBJECTS.into(), inboxes("edge")],
+        subscribe: vec![
+            LIVE_SUBJECTS.into(),
+            SESSION_CONTROL_SUBJECTS.into(),
+            inboxes("edge"),
+        ],
     }
 }
 
@@ -68,6 +88,18 @@ pub fn publisher() -> Permissions {
         ));
     }
     publish.push(format!("$JS.ACK.{DOMAIN_STREAM}.{DOMAIN_CONSUMER}.>"));
+    // The session API: the revocations bucket (created or updated at
+    // start-up, read and written compare-and-set) and the control messages.
+    let revocations = revocations_stream();
+    // Creating a bucket reads the account's limits first.
+    publish.push("$JS.API.INFO".into());
+    for action in ["INFO", "CREATE", "UPDATE"] {
+        publish.push(format!("$JS.API.STREAM.{action}.{revocations}"));
+    }
+    publish.push(format!("$JS.API.DIRECT.GET.{revocations}.>"));
+    publish.push(format!("$JS.API.STREAM.MSG.GET.{revocations}"));
+    publish.push(format!("$KV.{REVOCATIONS_BUCKET}.>"));
+    publish.push(SESSION_CONTROL_SUBJECTS.into());
     Permissions {
         user: "publisher",
         publish,
