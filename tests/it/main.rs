@@ -12,6 +12,7 @@ mod delivery;
 mod faults;
 mod frames;
 mod ingest_nats;
+mod jwks;
 mod metrics;
 mod production;
 mod publish_http;

@@ -33,7 +33,7 @@ pub fn publisher_config(nats: &NatsServer) -> herald_publisher::Config {
     herald_publisher::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats.url.clone(),
-        keys: KeySet::hs256(TEST_SECRET.as_bytes()),
+        keys: KeySet::hs256(TEST_SECRET.as_bytes()).into(),
         expect: Expectations {
             audience: "herald-publisher".into(),
             issuer: None,
@@ -61,7 +61,7 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
     herald_edge::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats.url.clone(),
-        keys: KeySet::hs256(TEST_SECRET.as_bytes()),
+        keys: KeySet::hs256(TEST_SECRET.as_bytes()).into(),
         expect: Expectations {
             audience: "herald".into(),
             issuer: None,

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod clients;
+pub mod jwks;
 pub mod metrics;
 pub mod nats;
 pub mod proxy;

@@ -55,19 +55,19 @@ pub(crate) fn refuse_before_upgrade(state: &AppState) -> Option<Response> {
 
 /// Checks the token and the requested namespaces (for WebSocket and SSE
 /// alike); a refusal is counted in the metrics by its code.
-pub(crate) fn admit(
+pub(crate) async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<Admitted, Refusal> {
-    let admission = check(state, headers, query);
+    let admission = check(state, headers, query).await;
     if let Err(refusal) = &admission {
         state.metrics.auth_failed(refusal.code);
     }
     admission
 }
 
-fn check(
+async fn check(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -90,8 +90,9 @@ fn check(
             "send a token in the `token` query or an Authorization header".into(),
         ));
     };
-    let claims =
-        verify_user(&state.config, token).map_err(|err| refusal(err.code(), err.to_string()))?;
+    let claims = verify_user(&state.config, token)
+        .await
+        .map_err(|err| refusal(err.code(), err.to_string()))?;
     let user = UserId::parse(claims.sub.as_str()).map_err(|err| {
         refusal(
             ErrorCode::InvalidToken,
@@ -170,8 +171,8 @@ fn check(
 
 /// Verifies a user token, at the handshake and in `auth` refreshes alike:
 /// its signature and claims, and how many namespace grants it carries.
-pub(crate) fn verify_user(config: &Config, token: &str) -> Result<UserClaims, TokenError> {
-    let claims: UserClaims = config.keys.verify(token, &config.expect)?;
+pub(crate) async fn verify_user(config: &Config, token: &str) -> Result<UserClaims, TokenError> {
+    let claims: UserClaims = config.keys.verify(token, &config.expect).await?;
     claims.check_grants(config.max_token_grants)?;
     Ok(claims)
 }

@@ -4,7 +4,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use herald_shared::{
     config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
-    jwt::{Expectations, KeySet},
+    jwks::Keys,
+    jwt::Expectations,
     secret::Secret,
 };
 
@@ -96,7 +97,8 @@ pub struct Args {
 pub struct Config {
     pub listen: SocketAddr,
     pub nats_url: String,
-    pub keys: KeySet,
+    /// Swapped while running when `--jwks-url` is set.
+    pub keys: Keys,
     /// What user tokens must carry.
     pub expect: Expectations,
     /// Most `ns` grants a user token may carry.

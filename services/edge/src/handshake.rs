@@ -38,7 +38,7 @@ pub(crate) async fn websocket(
     if let Some(refused) = refuse_before_upgrade(&state) {
         return refused;
     }
-    let admission = admit(&state, &headers, &query);
+    let admission = admit(&state, &headers, &query).await;
     let sessions = state.sessions.clone();
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)

@@ -73,6 +73,8 @@ pub async fn run(
     let reconcile_interval = config.reconcile_interval;
     let state = AppState::new(config, nats.clone(), history.clone(), epoch, reconcile);
     let reconciling = tokio::spawn(state.hub.clone().reconcile_forever(reconcile_interval));
+    // With `--jwks-url`: fetch the provider's keys now and whenever they go stale.
+    let _refreshing_keys = state.config.keys.start(state.metrics.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Edge listening.");
 

@@ -67,7 +67,7 @@ pub(crate) async fn sse(
         return refused;
     }
     let (events, body) = mpsc::channel::<Event>(BODY_BUFFER);
-    match admit(&state, &headers, &query) {
+    match admit(&state, &headers, &query).await {
         Err(refusal) => {
             if let Some(frame) = Disconnect::Refused(refusal).last_frame(Transport::Sse) {
                 let _ = events.try_send(frame_event(&frame));

@@ -5,7 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 use herald_shared::{
     config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
     envelope::MAX_ENVELOPE_BYTES,
-    jwt::{Expectations, KeySet},
+    jwks::Keys,
+    jwt::Expectations,
 };
 
 use crate::streams::{IngestLimits, StreamLimits};
@@ -75,7 +76,8 @@ pub struct Args {
 pub struct Config {
     pub listen: SocketAddr,
     pub nats_url: String,
-    pub keys: KeySet,
+    /// Swapped while running when `--jwks-url` is set.
+    pub keys: Keys,
     /// What service tokens must carry.
     pub expect: Expectations,
     pub http: HttpLimits,

@@ -49,7 +49,7 @@ async fn accept_event(
 ) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
     // Counted once, however this ends; `rejected` until it is valid.
     let mut outcome = state.metrics.event(Source::Http);
-    let claims = authorize(&state, &headers)?;
+    let claims = authorize(&state, &headers).await?;
     require_json(&headers)?;
     let too_large = || {
         ApiError::new(
@@ -115,7 +115,7 @@ async fn accept_event(
 }
 
 /// A bearer service token with the configured audience and the publish scope.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ServiceClaims, ApiError> {
+async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ServiceClaims, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::new(
             ErrorCode::MissingToken,
@@ -141,6 +141,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ServiceClaims, Api
         .config
         .keys
         .verify(token, &state.config.expect)
+        .await
         .map_err(|err| ApiError::new(err.code(), err.to_string()))?;
     if !claims.has_scope(PUBLISH_SCOPE) {
         return Err(ApiError::new(

@@ -78,7 +78,8 @@ impl Session {
                 self.send(ServerFrame::Unsubscribed { r#ref, channel });
             }
             ClientFrame::Auth { r#ref, token } => {
-                let verified = crate::admission::verify_user(&self.state.config, token.expose());
+                let verified =
+                    crate::admission::verify_user(&self.state.config, token.expose()).await;
                 match verified {
                     Ok(claims) if claims.sub == self.claims.sub => {
                         self.claims = claims;
