@@ -4,6 +4,7 @@
 // Fault tests print their counts (delivered, lost, duplicated) even on success.
 #![allow(clippy::print_stderr)]
 
+mod admission;
 mod assets;
 mod auth;
 mod config;

@@ -80,6 +80,8 @@ pub fn edge_config(nats: &NatsServer, node_id: &str) -> herald_edge::Config {
         client_frame_burst: 40,
         rate_limit_violations: 10,
         max_connections: None,
+        max_connections_per_user: None,
+        allowed_origins: None,
         replay_page_bytes: 512 * 1024,
         replay_concurrency: 8,
         dev_mode: false,

@@ -35,7 +35,7 @@ pub(crate) async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Some(refused) = refuse_before_upgrade(&state) {
+    if let Some(refused) = refuse_before_upgrade(&state, &headers) {
         return refused;
     }
     let admission = admit(&state, &headers, &query).await;

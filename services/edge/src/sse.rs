@@ -63,7 +63,7 @@ pub(crate) async fn sse(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = refuse_before_upgrade(&state) {
+    if let Some(refused) = refuse_before_upgrade(&state, &headers) {
         return refused;
     }
     let (events, body) = mpsc::channel::<Event>(BODY_BUFFER);

@@ -6,7 +6,10 @@ use tokio::sync::Notify;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, hub::Hub, metrics::Metrics, stream_reader::StreamReader};
+use crate::{
+    admission::UserConnections, config::Config, hub::Hub, metrics::Metrics,
+    stream_reader::StreamReader,
+};
 
 /// Cheap to clone: every field is a handle.
 #[derive(Debug, Clone)]
@@ -22,6 +25,8 @@ pub(crate) struct AppState {
     pub(crate) sessions: TaskTracker,
     /// Cancelled when the node starts draining.
     pub(crate) draining: CancellationToken,
+    /// Each user's connections on this node (`--max-connections-per-user`).
+    pub(crate) user_connections: Arc<UserConnections>,
 }
 
 impl AppState {
@@ -44,6 +49,7 @@ impl AppState {
             epoch: epoch.into(),
             sessions: TaskTracker::new(),
             draining: CancellationToken::new(),
+            user_connections: Arc::default(),
         }
     }
 }
