@@ -216,22 +216,27 @@ impl Keys {
     ) -> Result<Self, JwksUrlError> {
         let url =
             reqwest::Url::parse(url).map_err(|err| JwksUrlError::Malformed(err.to_string()))?;
-        let host = url.host_str().unwrap_or_default();
-        let loopback = host == "localhost"
-            || host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
         match url.scheme() {
             "https" => {}
-            "http" if loopback => {}
+            "http" if is_loopback(&url) => {}
             "http" => return Err(JwksUrlError::NotHttps),
             other => return Err(JwksUrlError::Malformed(format!("scheme `{other}`"))),
         }
+        // A redirect may not downgrade to plain http (but to localhost).
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("more than 5 redirects")
+            } else if attempt.url().scheme() != "https" && !is_loopback(attempt.url()) {
+                attempt.error("a redirect away from https")
+            } else {
+                attempt.follow()
+            }
+        });
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(policy.timeout)
             .connect_timeout(policy.timeout)
+            .redirect(redirects)
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| JwksUrlError::Client(err.to_string()))?;
@@ -408,6 +413,16 @@ impl Remote {
             .map_err(|err| (FetchResult::Invalid, err.to_string()))?;
         Ok((set, ttl))
     }
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl fmt::Debug for Keys {
