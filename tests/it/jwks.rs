@@ -82,10 +82,19 @@ async fn an_edge_follows_the_providers_keys_and_keeps_them_while_it_is_down() {
     let claims = user_claims("alice", &[]);
     let token_a = TestKey::Ec.sign("a", &claims);
     let token_b = TestKey::Rsa.sign("b", &claims);
-    WsClient::connect_welcomed(&url(&token_a)).await;
+    let (mut socket, _) = WsClient::connect_welcomed(&url(&token_a)).await;
 
-    // A key the provider adds works at once: its unknown kid fetches the set.
+    // A key the provider adds works at once, in an `auth` refresh as at
+    // connect: its unknown kid fetches the set.
     provider.serve_keys(&[(TestKey::Ec, "a"), (TestKey::Rsa, "b")]);
+    socket
+        .send_json(&serde_json::json!({ "type": "auth", "ref": "r1", "token": token_b }))
+        .await;
+    let answer = socket.next_frame().await;
+    assert!(
+        matches!(&answer, ServerFrame::Authenticated { r#ref: Some(r), .. } if r == "r1"),
+        "{answer:?}"
+    );
     WsClient::connect_welcomed(&url(&token_b)).await;
 
     // A key the provider removes is refused after the next refresh.
