@@ -361,7 +361,9 @@ impl Keys {
                     .current
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = merged;
-                remote.ready.store(true, Ordering::Release);
+                if !remote.ready.swap(true, Ordering::AcqRel) {
+                    tracing::info!(url = %remote.url, n_keys, "JWKS loaded; ready for tokens.");
+                }
                 if let Some(observer) = observer {
                     observer.keys_loaded(n_keys);
                     observer.fetched(FetchResult::Ok);
