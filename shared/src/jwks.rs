@@ -479,4 +479,24 @@ mod tests {
         );
         assert!(Keys::from(KeySet::hs256(b"s")).ready());
     }
+
+    #[tokio::test]
+    async fn a_tls_failure_is_an_unavailable_fetch_not_a_panic() {
+        // Accepts and hangs up: the TLS client sends its hello, and fails.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let _ = listener.accept().await;
+            }
+        });
+        let url = format!("https://{addr}/jwks");
+        let keys = Keys::with_jwks_url(KeySet::default(), &url, JwksPolicy::default()).unwrap();
+        let remote = keys.inner.remote.as_ref().unwrap();
+        let (result, reason) = remote.get().await.unwrap_err();
+        assert_eq!(result, FetchResult::Unavailable, "{reason}");
+        assert!(keys.fetch(remote).await.is_err());
+        assert!(!keys.ready());
+        server.abort();
+    }
 }
