@@ -12,6 +12,9 @@ use herald_bench::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Built with the workspace, reqwest has rustls without a provider
+    // (herald-shared's JWKS client): install ring before any client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match herald_bench::raise_open_files_limit() {
         Ok(limit) => eprintln!("herald-bench: open files limit {limit}"),
         Err(err) => eprintln!("herald-bench: cannot raise the open files limit: {err}"),

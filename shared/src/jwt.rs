@@ -207,6 +207,46 @@ impl KeySet {
         self.keys.is_empty()
     }
 
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether a key of the set carries this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// The signing keys of an identity provider's JWK set, skipping the keys
+    /// Herald cannot verify with instead of refusing the whole set: Keycloak
+    /// publishes encryption keys (`"use": "enc"`, `RSA-OAEP`) beside its
+    /// signing keys, and a provider may add a key type at any time.
+    ///
+    /// # Errors
+    /// Not a JWK set, or no usable signing key in it.
+    pub fn from_provider_jwks(json: &[u8]) -> Result<Self, KeyError> {
+        #[derive(Deserialize)]
+        struct RawSet {
+            keys: Vec<serde_json::Value>,
+        }
+        let set: RawSet = serde_json::from_slice(json).map_err(KeyError::MalformedJwks)?;
+        let keys: Vec<_> = set
+            .keys
+            .into_iter()
+            .filter(|raw| {
+                raw.get("use")
+                    .and_then(|u| u.as_str())
+                    .is_none_or(|u| u == "sig")
+            })
+            .filter_map(|raw| serde_json::from_value::<Jwk>(raw).ok())
+            .filter_map(|jwk| jwk_key(&jwk).ok())
+            .collect();
+        if keys.is_empty() {
+            return Err(KeyError::EmptyJwks);
+        }
+        Ok(Self { keys })
+    }
+
     /// The algorithms tokens may use.
     pub fn algorithms(&self) -> HashSet<Algorithm> {
         self.keys.iter().map(|k| k.algorithm).collect()

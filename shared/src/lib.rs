@@ -12,6 +12,7 @@ pub mod error_code;
 pub mod events;
 pub mod frames;
 pub mod ids;
+pub mod jwks;
 pub mod jwt;
 pub mod nats;
 pub mod net;

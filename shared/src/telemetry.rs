@@ -53,6 +53,8 @@ pub struct TelemetryGuard {
 /// Safe to call twice; the second call changes nothing. An exporter that
 /// cannot be built is logged and leaves export off: logs still work.
 pub fn init(format: LogFormat, service_name: &'static str) -> TelemetryGuard {
+    // Before the OTLP exporter builds its HTTP client.
+    crate::jwks::install_crypto_provider();
     if tracing::dispatcher::has_been_set() {
         return TelemetryGuard { provider: None };
     }
@@ -87,6 +89,7 @@ pub fn init(format: LogFormat, service_name: &'static str) -> TelemetryGuard {
 /// For tests: logs only when `TEST_LOG` is set, and only once per process;
 /// never exports spans.
 pub fn init_for_tests() {
+    crate::jwks::install_crypto_provider();
     if std::env::var_os("TEST_LOG").is_some() && !tracing::dispatcher::has_been_set() {
         install(LogFormat::Plain, None);
     }

@@ -4,6 +4,7 @@
 // Fault tests print their counts (delivered, lost, duplicated) even on success.
 #![allow(clippy::print_stderr)]
 
+mod admission;
 mod assets;
 mod auth;
 mod cluster;
@@ -13,6 +14,7 @@ mod delivery;
 mod faults;
 mod frames;
 mod ingest_nats;
+mod jwks;
 mod metrics;
 mod nats_auth;
 mod production;

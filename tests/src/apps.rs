@@ -39,7 +39,7 @@ pub fn publisher_config_on(nats_url: &str) -> herald_publisher::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats_url.into(),
         nats_auth: Default::default(),
-        keys: KeySet::hs256(TEST_SECRET.as_bytes()),
+        keys: KeySet::hs256(TEST_SECRET.as_bytes()).into(),
         expect: Expectations {
             audience: "herald-publisher".into(),
             issuer: None,
@@ -76,7 +76,7 @@ pub fn edge_config_on(nats_url: &str, node_id: &str) -> herald_edge::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         nats_url: nats_url.into(),
         nats_auth: Default::default(),
-        keys: KeySet::hs256(TEST_SECRET.as_bytes()),
+        keys: KeySet::hs256(TEST_SECRET.as_bytes()).into(),
         expect: Expectations {
             audience: "herald".into(),
             issuer: None,
@@ -95,6 +95,8 @@ pub fn edge_config_on(nats_url: &str, node_id: &str) -> herald_edge::Config {
         client_frame_burst: 40,
         rate_limit_violations: 10,
         max_connections: None,
+        max_connections_per_user: None,
+        allowed_origins: None,
         replay_page_bytes: 512 * 1024,
         replay_concurrency: 8,
         dev_mode: false,

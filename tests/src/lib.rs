@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod clients;
 pub mod cluster;
+pub mod jwks;
 pub mod metrics;
 pub mod nats;
 pub mod permissions;

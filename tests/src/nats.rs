@@ -48,6 +48,9 @@ impl NatsServer {
     /// # Panics
     /// As [`NatsServer::start`].
     pub fn start_with_config(config: &str) -> Self {
+        // Every test starts here, before its first reqwest client (see
+        // `install_crypto_provider`).
+        herald_shared::jwks::install_crypto_provider();
         let store = TempDir::new().expect("temp store");
         let ports = TempDir::new().expect("temp ports dir");
         let config = (!config.is_empty()).then(|| {

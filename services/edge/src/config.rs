@@ -2,9 +2,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+pub use crate::admission::OriginPattern;
 use herald_shared::{
     config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
-    jwt::{Expectations, KeySet},
+    jwks::Keys,
+    jwt::Expectations,
     secret::Secret,
 };
 
@@ -80,6 +82,16 @@ pub struct Args {
     /// Most sockets this edge holds; past it upgrades get HTTP 503 (0: no limit).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
+    /// Most WebSocket and SSE connections one user (token `sub`) may hold on
+    /// this node; past it the new one gets TOO_MANY_CONNECTIONS and close
+    /// 4005 (0: no cap).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
+    pub max_connections_per_user: usize,
+    /// Comma-separated origins allowed to open WebSockets and SSE streams
+    /// (`https://app.example.com`, `https://*.example.com`); a request with
+    /// another `Origin` gets HTTP 403 before the upgrade. Unset: any origin.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
     /// With --dev: the publisher URL the demo page posts events to (`GET /dev/config`).
     #[arg(
         long,
@@ -99,7 +111,8 @@ pub struct Config {
     pub nats_url: String,
     /// Credential and TLS files for NATS.
     pub nats_auth: herald_shared::nats::NatsAuth,
-    pub keys: KeySet,
+    /// Swapped while running when `--jwks-url` is set.
+    pub keys: Keys,
     /// What user tokens must carry.
     pub expect: Expectations,
     /// Most `ns` grants a user token may carry.
@@ -120,6 +133,10 @@ pub struct Config {
     pub rate_limit_violations: u32,
     /// `None`: no limit.
     pub max_connections: Option<usize>,
+    /// Per user on this node; `None`: no cap.
+    pub max_connections_per_user: Option<usize>,
+    /// `None`: any origin.
+    pub allowed_origins: Option<Vec<OriginPattern>>,
     /// Most bytes one replay page reads (at least one notification).
     pub replay_page_bytes: usize,
     /// Reads of the stream in flight at once, node-wide (at least 1).
@@ -168,6 +185,12 @@ impl TryFrom<Args> for Config {
             client_frame_burst: args.client_frame_burst,
             rate_limit_violations: args.rate_limit_violations,
             max_connections: Some(args.max_connections).filter(|&n| n > 0),
+            max_connections_per_user: Some(args.max_connections_per_user).filter(|&n| n > 0),
+            allowed_origins: args
+                .allowed_origins
+                .as_deref()
+                .map(parse_origins)
+                .transpose()?,
             replay_page_bytes: args.replay_page_bytes.max(1),
             replay_concurrency: args.replay_concurrency.max(1),
             dev_mode: args.jwt.dev,
@@ -179,6 +202,25 @@ impl TryFrom<Args> for Config {
             dev_publisher_url: args.dev_publisher_url,
         })
     }
+}
+
+fn parse_origins(list: &str) -> Result<Vec<OriginPattern>, ConfigError> {
+    let origins = list
+        .split(',')
+        .filter(|o| !o.trim().is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| ConfigError::Invalid {
+            flag: "--allowed-origins",
+            reason,
+        })?;
+    if origins.is_empty() {
+        return Err(ConfigError::Invalid {
+            flag: "--allowed-origins",
+            reason: "names no origin (unset it to allow any)".into(),
+        });
+    }
+    Ok(origins)
 }
 
 fn host_name() -> String {

@@ -35,10 +35,10 @@ pub(crate) async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Some(refused) = refuse_before_upgrade(&state) {
+    if let Some(refused) = refuse_before_upgrade(&state, &headers) {
         return refused;
     }
-    let admission = admit(&state, &headers, &query);
+    let admission = admit(&state, &headers, &query).await;
     let sessions = state.sessions.clone();
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)

@@ -84,6 +84,8 @@ pub async fn run(
     let reconciling = tokio::spawn(state.hub.clone().reconcile_forever(reconcile_interval));
     // Before serving: an edge started after a revocation refuses its tokens too.
     let controlling = control::start(&nats, state.registry.clone()).await?;
+    // With `--jwks-url`: fetch the provider's keys now and whenever they go stale.
+    let _refreshing_keys = state.config.keys.start(state.metrics.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Edge listening.");
 

@@ -9,6 +9,7 @@
 use std::time::SystemTime;
 
 use herald_shared::error_code::ErrorCode;
+use herald_shared::jwks::{FetchResult, JwksObserver};
 use prometheus_client::{
     encoding::{EncodeLabelSet, LabelSetEncoder, prometheus_text},
     metrics::{
@@ -66,6 +67,8 @@ pub(crate) struct Metrics {
     slow_consumer_disconnects: Counter,
     auth_failures: Family<Code, Counter>,
     nats_connected: Gauge,
+    jwks_fetches: Family<Fetch, Counter>,
+    jwks_keys: Gauge,
 }
 
 /// The `code` label: an [`ErrorCode`]'s wire string.
@@ -90,7 +93,12 @@ impl Metrics {
             slow_consumer_disconnects: Counter::default(),
             auth_failures: Family::default(),
             nats_connected: Gauge::default(),
+            jwks_fetches: Family::default(),
+            jwks_keys: Gauge::default(),
         };
+        for result in FetchResult::ALL {
+            let _ = metrics.jwks_fetches.get_or_create(&Fetch(result));
+        }
         // Known label values show from the start, at 0, so the first
         // increment is a change a `rate()` can see.
         for transport in [Transport::WebSocket, Transport::Sse] {
@@ -170,6 +178,16 @@ impl Metrics {
             "auth_failures",
             "Tokens refused, by error code",
             self.auth_failures.clone(),
+        );
+        r.register(
+            "jwks_fetches",
+            "Fetches of the --jwks-url endpoint, by result (ok, unavailable, invalid)",
+            self.jwks_fetches.clone(),
+        );
+        r.register(
+            "jwks_keys",
+            "Keys loaded from the --jwks-url endpoint by its last good fetch",
+            self.jwks_keys.clone(),
         );
         r.register(
             "nats_connected",
@@ -281,6 +299,28 @@ impl EncodeLabelSet for Transport {
 impl EncodeLabelSet for Code {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         [("code", self.0.as_str())].encode(encoder)
+    }
+}
+
+/// The `result` label of `jwks_fetches`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Fetch(FetchResult);
+
+impl EncodeLabelSet for Fetch {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("result", self.0.as_str())].encode(encoder)
+    }
+}
+
+/// `--jwks-url`: fetches of the identity provider's keys, and how many it serves.
+impl JwksObserver for Metrics {
+    fn fetched(&self, result: FetchResult) {
+        self.jwks_fetches.get_or_create(&Fetch(result)).inc();
+    }
+
+    fn keys_loaded(&self, n_keys: usize) {
+        self.jwks_keys
+            .set(i64::try_from(n_keys).unwrap_or(i64::MAX));
     }
 }
 

@@ -14,10 +14,12 @@ pub(crate) async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
-/// Connected to NATS and not draining: a load balancer may send sockets here.
+/// Connected to NATS, not draining and, with `--jwks-url`, holding the
+/// identity provider's keys (before that every token is refused): a load
+/// balancer may send sockets here.
 pub(crate) async fn readyz(State(state): State<AppState>) -> StatusCode {
     let connected = state.nats.connection_state() == NatsState::Connected;
-    if connected && !state.draining.is_cancelled() {
+    if connected && !state.draining.is_cancelled() && state.config.keys.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

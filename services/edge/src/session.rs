@@ -96,6 +96,7 @@ pub(crate) fn run(
         namespaces,
         resume,
         notices,
+        slot,
         ..
     } = admitted;
     let hello = Hello {
@@ -114,6 +115,8 @@ pub(crate) fn run(
     // task an idle socket keeps is small.
     async move {
         let _connection = connection;
+        // Counts against `--max-connections-per-user` until the session ends.
+        let _slot = slot;
         let start = session.attachment.attach(hello, start, notices);
         let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {

@@ -64,11 +64,11 @@ pub(crate) async fn sse(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = refuse_before_upgrade(&state) {
+    if let Some(refused) = refuse_before_upgrade(&state, &headers) {
         return refused;
     }
     let (events, body) = mpsc::channel::<Event>(BODY_BUFFER);
-    match admit(&state, &headers, &query) {
+    match admit(&state, &headers, &query).await {
         Err(refusal) => {
             if let Some(frame) = Disconnect::Refused(refusal).last_frame(Transport::Sse) {
                 let _ = events.try_send(frame_event(&frame));

@@ -7,7 +7,8 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Config, control::Registry, hub::Hub, metrics::Metrics, stream_reader::StreamReader,
+    admission::UserConnections, config::Config, control::Registry, hub::Hub, metrics::Metrics,
+    stream_reader::StreamReader,
 };
 
 /// Cheap to clone: every field is a handle.
@@ -26,6 +27,8 @@ pub(crate) struct AppState {
     pub(crate) draining: CancellationToken,
     /// Live connections by user, and the revocations (session control).
     pub(crate) registry: Arc<Registry>,
+    /// Each user's connections on this node (`--max-connections-per-user`).
+    pub(crate) user_connections: Arc<UserConnections>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             sessions: TaskTracker::new(),
             draining: CancellationToken::new(),
             registry: Arc::default(),
+            user_connections: Arc::default(),
         }
     }
 }

@@ -5,7 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 use herald_shared::{
     config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
     envelope::MAX_ENVELOPE_BYTES,
-    jwt::{Expectations, KeySet},
+    jwks::Keys,
+    jwt::Expectations,
 };
 
 use crate::streams::{IngestLimits, StreamLimits};
@@ -88,7 +89,8 @@ pub struct Config {
     pub nats_url: String,
     /// Credential and TLS files for NATS.
     pub nats_auth: herald_shared::nats::NatsAuth,
-    pub keys: KeySet,
+    /// Swapped while running when `--jwks-url` is set.
+    pub keys: Keys,
     /// What service tokens must carry.
     pub expect: Expectations,
     pub http: HttpLimits,

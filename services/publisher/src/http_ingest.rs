@@ -49,7 +49,7 @@ async fn accept_event(
 ) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
     // Counted once, however this ends; `rejected` until it is valid.
     let mut outcome = state.metrics.event(Source::Http);
-    let claims = authorize(&state, &headers, PUBLISH_SCOPE)?;
+    let claims = authorize(&state, &headers, PUBLISH_SCOPE).await?;
     require_json(&headers)?;
     let too_large = || {
         ApiError::new(
@@ -115,7 +115,7 @@ async fn accept_event(
 }
 
 /// A bearer service token with the configured audience and `scope`.
-pub(crate) fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     scope: &str,
@@ -145,6 +145,7 @@ pub(crate) fn authorize(
         .config
         .keys
         .verify(token, &state.config.expect)
+        .await
         .map_err(|err| ApiError::new(err.code(), err.to_string()))?;
     if !claims.has_scope(scope) {
         return Err(ApiError::new(

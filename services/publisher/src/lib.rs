@@ -87,6 +87,8 @@ pub async fn run(
         None => None,
     };
 
+    // With `--jwks-url`: fetch the provider's keys now and whenever they go stale.
+    let _refreshing_keys = config.keys.start(metrics.clone());
     let state = AppState::new(config, nats.clone(), jetstream, metrics, revocations);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "Publisher listening.");

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use herald_shared::jwks::{FetchResult, JwksObserver};
 use herald_shared::{error_code::ErrorCode, events::EventType};
 use prometheus_client::{
     encoding::{EncodeLabelSet, LabelSetEncoder, prometheus_text},
@@ -67,6 +68,8 @@ pub(crate) struct Metrics {
     dead_lettered: Family<Code, Counter>,
     ingest_lag: Histogram,
     nats_connected: Gauge,
+    jwks_fetches: Family<Fetch, Counter>,
+    jwks_keys: Gauge,
 }
 
 /// One event's outcome, counted once when dropped, whichever way the
@@ -89,7 +92,12 @@ impl Metrics {
             // 1 ms … 4.4 min, ×4.
             ingest_lag: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             nats_connected: Gauge::default(),
+            jwks_fetches: Family::default(),
+            jwks_keys: Gauge::default(),
         };
+        for result in FetchResult::ALL {
+            let _ = metrics.jwks_fetches.get_or_create(&Fetch(result));
+        }
         let r = &mut metrics.registry;
         r.register(
             "events",
@@ -112,6 +120,16 @@ impl Metrics {
             "Age of a domain message when the publisher takes it up: now minus its JetStream timestamp",
             Unit::Seconds,
             metrics.ingest_lag.clone(),
+        );
+        r.register(
+            "jwks_fetches",
+            "Fetches of the --jwks-url endpoint, by result (ok, unavailable, invalid)",
+            metrics.jwks_fetches.clone(),
+        );
+        r.register(
+            "jwks_keys",
+            "Keys loaded from the --jwks-url endpoint by its last good fetch",
+            metrics.jwks_keys.clone(),
         );
         r.register(
             "nats_connected",
@@ -217,6 +235,28 @@ impl EncodeLabelSet for EventLabels {
 impl EncodeLabelSet for Code {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         [("code", self.0.as_str())].encode(encoder)
+    }
+}
+
+/// The `result` label of `jwks_fetches`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Fetch(FetchResult);
+
+impl EncodeLabelSet for Fetch {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("result", self.0.as_str())].encode(encoder)
+    }
+}
+
+/// `--jwks-url`: fetches of the identity provider's keys, and how many it serves.
+impl JwksObserver for Metrics {
+    fn fetched(&self, result: FetchResult) {
+        self.jwks_fetches.get_or_create(&Fetch(result)).inc();
+    }
+
+    fn keys_loaded(&self, n_keys: usize) {
+        self.jwks_keys
+            .set(i64::try_from(n_keys).unwrap_or(i64::MAX));
     }
 }
 

@@ -4,7 +4,7 @@ use async_nats::connection::State;
 use axum::{
     extract::State as AxumState,
     http::{StatusCode, header},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
 };
 use herald_shared::{
     error_code::ErrorCode,
@@ -19,8 +19,20 @@ pub(crate) async fn healthz() -> StatusCode {
 }
 
 /// NATS is connected and the notification stream answers, and so does the
-/// domain stream when NATS ingest is on.
-pub(crate) async fn readyz(AxumState(state): AxumState<AppState>) -> Result<StatusCode, ApiError> {
+/// domain stream when NATS ingest is on; with `--jwks-url`, the identity
+/// provider's keys have been fetched once (before that every token is refused).
+pub(crate) async fn readyz(AxumState(state): AxumState<AppState>) -> Response {
+    if !state.config.keys.ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the identity provider's keys (--jwks-url) have not been fetched yet",
+        )
+            .into_response();
+    }
+    streams_ready(&state).await.into_response()
+}
+
+async fn streams_ready(state: &AppState) -> Result<StatusCode, ApiError> {
     if state.nats.connection_state() != State::Connected {
         return Err(ApiError::new(
             ErrorCode::NatsUnavailable,

@@ -69,7 +69,7 @@ pub(crate) async fn disconnect(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers, SESSIONS_SCOPE)?;
+    authorize(&state, &headers, SESSIONS_SCOPE).await?;
     let user = parse_user(&user)?;
     let request: DisconnectRequest = read_body(&headers, body, true).await?;
     let now = now();
@@ -105,7 +105,7 @@ pub(crate) async fn unsubscribe(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers, SESSIONS_SCOPE)?;
+    authorize(&state, &headers, SESSIONS_SCOPE).await?;
     let user = parse_user(&user)?;
     let request: UnsubscribeRequest = read_body(&headers, body, false).await?;
     let control = Control::Unsubscribe {

@@ -263,3 +263,28 @@ fn dev_tokens_are_hs256_and_verify_like_any_other() {
     let verified: ServiceClaims = keys.verify(&service, &expect).unwrap();
     assert!(verified.has_scope(PUBLISH_SCOPE));
 }
+
+#[test]
+fn provider_jwks_skip_encryption_and_unsupported_keys() {
+    let mut set: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+    let keys = set["keys"].as_array_mut().unwrap();
+    // Keycloak publishes its encryption key beside the signing keys.
+    let mut enc = keys[0].clone();
+    enc["kid"] = "enc-1".into();
+    enc["use"] = "enc".into();
+    enc["alg"] = "RSA-OAEP".into();
+    keys.push(enc);
+    keys.push(serde_json::json!({ "kty": "oct", "kid": "hmac", "k": "c2VjcmV0" }));
+    let json = serde_json::to_vec(&set).unwrap();
+    assert!(
+        KeySet::from_jwks(&json).is_err(),
+        "a JWKS file stays strict"
+    );
+    let keys = KeySet::from_provider_jwks(&json).unwrap();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.has_kid("rsa-1") && !keys.has_kid("enc-1") && !keys.has_kid("hmac"));
+    assert!(matches!(
+        KeySet::from_provider_jwks(br#"{"keys":[]}"#),
+        Err(KeyError::EmptyJwks)
+    ));
+}

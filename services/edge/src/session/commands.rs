@@ -83,7 +83,8 @@ impl Session {
                 });
             }
             ClientFrame::Auth { r#ref, token } => {
-                let verified = crate::admission::verify_user(&self.state.config, token.expose());
+                let verified =
+                    crate::admission::verify_user(&self.state.config, token.expose()).await;
                 match verified {
                     Ok(claims) if claims.sub == self.claims.sub => {
                         if self.revoked_token(&claims) {
