@@ -165,6 +165,16 @@ fn compose_runs_a_three_node_nats_cluster_with_two_of_each_service() {
         assert!(node_ids.insert(str_at(edge, &["environment", "HERALD_NODE_ID"], name)));
         check_env(edge, &edge_env, name);
         check_ready(edge, 8080, name);
+        // Compose's SIGKILL must not cut the drain (10 s by default) short.
+        let grace = str_at(edge, &["stop_grace_period"], name);
+        let grace: u64 = grace
+            .strip_suffix('s')
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        assert!(
+            grace >= 15,
+            "{name}: stop_grace_period {grace}s for a 10 s drain"
+        );
         assert!(
             depends_on_healthy(edge, name).contains("publisher-a"),
             "{name}: after the streams"
