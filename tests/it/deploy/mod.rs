@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 use serde_yaml_ng::Value;
 
+mod alerts;
 mod compose;
 mod kubernetes;
 mod validator;
