@@ -7,18 +7,18 @@ use serde_yaml_ng::Value;
 
 use super::{at, edge_env, publisher_env, read, repo, str_at, yaml};
 
-const NATS_NODES: [&str; 3] = ["nats-1", "nats-2", "nats-3"];
+pub(super) const NATS_NODES: [&str; 3] = ["nats-1", "nats-2", "nats-3"];
 const SEED_LIST: &str = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222";
 
-fn compose() -> Value {
+pub(super) fn compose() -> Value {
     yaml(&read(&repo().join("compose.yaml")), "compose.yaml")
 }
 
-fn service<'v>(compose: &'v Value, name: &str) -> &'v Value {
+pub(super) fn service<'v>(compose: &'v Value, name: &str) -> &'v Value {
     at(compose, &["services", name], "compose.yaml")
 }
 
-fn command(service: &Value, what: &str) -> Vec<String> {
+pub(super) fn command(service: &Value, what: &str) -> Vec<String> {
     at(service, &["command"], what)
         .as_sequence()
         .unwrap_or_else(|| panic!("{what}: command is not a list"))

@@ -12,6 +12,7 @@ use serde_yaml_ng::Value;
 
 mod alerts;
 mod compose;
+mod compose_nats;
 mod kubernetes;
 mod validator;
 
