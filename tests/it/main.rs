@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod deadlines;
 mod delivery;
+mod deploy;
 mod faults;
 mod frames;
 mod ingest_nats;
