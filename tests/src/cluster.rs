@@ -311,10 +311,7 @@ impl ClusterNode {
 
     /// `/healthz` answers 200: the server runs and its JetStream is current.
     pub async fn healthy(&self) -> bool {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .expect("an HTTP client");
+        let client = crate::http_client(Duration::from_secs(1));
         matches!(
             client.get(format!("{}/healthz", self.monitoring)).send().await,
             Ok(r) if r.status() == 200
@@ -339,10 +336,7 @@ impl Drop for ClusterNode {
 
 /// A GET answered with JSON within a second, else `None`.
 async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .ok()?;
+    let client = crate::http_client(Duration::from_secs(1));
     client.get(url).send().await.ok()?.json().await.ok()
 }
 

@@ -73,10 +73,7 @@ async fn compose_nats_nodes_form_one_jetstream_cluster() {
     }
 
     // Healthy (current with a meta leader) and routed to both others, on every node.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let http = herald_tests::http_client(Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(30);
     for (node, [_, monitoring, _]) in NATS_NODES.iter().zip(&ports) {
         let base = format!("http://127.0.0.1:{monitoring}");
