@@ -35,9 +35,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_SUBJECT, NATS_TIME_STAMP};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use herald_shared::{
     stream::NOTIFY_STREAM,
     subject::{NOTIFY_SUBJECTS, direct_get_subject},
@@ -45,7 +43,10 @@ use herald_shared::{
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::frame::parse_time_stamp;
+mod batch;
+mod range;
+
+pub(crate) use range::Range;
 
 /// Messages per batch request (a page is also bounded in bytes).
 const PAGE_SIZE: usize = 256;
@@ -125,25 +126,6 @@ pub(crate) struct StreamReader {
     /// end-of-batch with the responder's last seq, even when none of the
     /// channels asked about has anything stored.
     anchor: Arc<Mutex<Option<String>>>,
-}
-
-/// One batch's answer.
-#[derive(Debug, Default)]
-struct Batch {
-    messages: Vec<StoredMessage>,
-    /// More matched than fit.
-    more: bool,
-    /// `multi_last` only: the responder's last seq.
-    up_to: Option<u64>,
-}
-
-/// Walks one subject's messages in `(after, upto]`, a page at a time.
-#[derive(Debug)]
-pub(crate) struct Range {
-    subject: String,
-    next: u64,
-    upto: u64,
-    done: bool,
 }
 
 // === impl StreamReader ===
@@ -312,106 +294,6 @@ impl StreamReader {
             .map_err(|_| ReadError::TimedOut)?
             .map_err(ReadError::Nats)
     }
-
-    /// One batch request: the messages, and whether more match after them.
-    /// Every await is bounded: a read either answers or fails.
-    async fn batch(&self, request: &serde_json::Value) -> Result<Batch, ReadError> {
-        let _turn = self
-            .turns
-            .acquire()
-            .await
-            .expect("the read semaphore is never closed");
-        let inbox = self.nats.new_inbox();
-        let mut replies = tokio::time::timeout(REPLY_TIMEOUT, self.nats.subscribe(inbox.clone()))
-            .await
-            .map_err(|_| ReadError::TimedOut)?
-            .map_err(|e| ReadError::Nats(e.into()))?;
-        let body = serde_json::to_vec(request).expect("a JSON request").into();
-        let publish = self
-            .nats
-            .publish_with_reply(self.api_subject.clone(), inbox, body);
-        tokio::time::timeout(REPLY_TIMEOUT, publish)
-            .await
-            .map_err(|_| ReadError::TimedOut)?
-            .map_err(|e| ReadError::Nats(e.into()))?;
-        let mut messages: Vec<StoredMessage> = Vec::new();
-        loop {
-            let reply = tokio::time::timeout(REPLY_TIMEOUT, replies.next())
-                .await
-                .map_err(|_| ReadError::TimedOut)?
-                .ok_or(ReadError::TimedOut)?;
-            let header = |name: &str| {
-                reply
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get_last(name))
-                    .map(|v| v.to_string())
-            };
-            match reply.status.map(|s| s.as_u16()) {
-                // End of batch; Nats-Num-Pending counts what matched but did not fit.
-                Some(204) => {
-                    let previous = header(NATS_LAST_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
-                    follows_on(messages.last().map_or(0, |m| m.seq), previous, 0)?;
-                    let pending = header(NUM_PENDING)
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    if let Some(last) = messages.iter().max_by_key(|m| m.seq) {
-                        self.saw(last.seq, &last.subject);
-                    }
-                    return Ok(Batch {
-                        messages,
-                        more: pending > 0,
-                        up_to: header(UP_TO_SEQUENCE).and_then(|v| v.parse().ok()),
-                    });
-                }
-                // Nothing matched at all (also for batch requests: no EOB follows).
-                Some(404) => {
-                    return Ok(Batch {
-                        messages,
-                        ..Batch::default()
-                    });
-                }
-                Some(status) => {
-                    let description = reply.description.clone().unwrap_or_default();
-                    return Err(ReadError::Status {
-                        status,
-                        description,
-                    });
-                }
-                None => {
-                    let seq = header(NATS_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
-                    let subject = header(NATS_SUBJECT.as_ref());
-                    let (Some(seq), Some(subject)) = (seq, subject) else {
-                        return Err(ReadError::Malformed);
-                    };
-                    // A server older than 2.11 ignores `batch` and sends one message without
-                    // Nats-Num-Pending and no EOB: take it as a page of one.
-                    let batched = header(NUM_PENDING).is_some();
-                    if batched {
-                        let previous =
-                            header(NATS_LAST_SEQUENCE.as_ref()).and_then(|v| v.parse().ok());
-                        follows_on(messages.last().map_or(0, |m| m.seq), previous, seq)?;
-                    }
-                    let stored_at = header(NATS_TIME_STAMP.as_ref())
-                        .as_deref()
-                        .and_then(parse_time_stamp);
-                    messages.push(StoredMessage {
-                        seq,
-                        subject,
-                        payload: reply.payload,
-                        stored_at,
-                    });
-                    if !batched {
-                        return Ok(Batch {
-                            messages,
-                            more: true,
-                            up_to: None,
-                        });
-                    }
-                }
-            }
-        }
-    }
 }
 
 fn is_no_message(err: &async_nats::jetstream::stream::RawMessageError) -> bool {
@@ -420,124 +302,5 @@ fn is_no_message(err: &async_nats::jetstream::stream::RawMessageError) -> bool {
         RawMessageErrorKind::NoMessageFound => true,
         RawMessageErrorKind::JetStream(e) => e.error_code() == ErrorCode::NO_MESSAGE_FOUND,
         _ => false,
-    }
-}
-
-/// In a batch every reply's `Nats-Last-Sequence` is the seq of the reply
-/// before it (0 for the first), and the end-of-batch's is the last one's: a
-/// reply (`next`, 0 for the end-of-batch) whose `previous` is not the seq
-/// received last (`after`, 0 for none) means replies were lost.
-fn follows_on(after: u64, previous: Option<u64>, next: u64) -> Result<(), ReadError> {
-    match previous {
-        Some(previous) if previous != after => Err(ReadError::Incomplete {
-            after,
-            previous,
-            next,
-        }),
-        _ => Ok(()),
-    }
-}
-
-// === impl Range ===
-
-impl Range {
-    /// `subject`'s messages with a seq in `(after, upto]`.
-    pub(crate) fn new(subject: String, after: u64, upto: u64) -> Self {
-        Self {
-            subject,
-            next: after + 1,
-            upto,
-            done: after >= upto,
-        }
-    }
-
-    /// The next page in seq order; `None` once the range is exhausted.
-    pub(crate) async fn next_page(
-        &mut self,
-        reader: &StreamReader,
-    ) -> Result<Option<Vec<StoredMessage>>, ReadError> {
-        if self.done {
-            return Ok(None);
-        }
-        let request = json!({
-            "seq": self.next,
-            "batch": PAGE_SIZE,
-            "max_bytes": reader.page_bytes,
-            "next_by_subj": self.subject,
-        });
-        let mut attempt = 1;
-        let mut page = loop {
-            let read = async {
-                let batch = reader.batch(&request).await?;
-                let mut page = batch.messages;
-                if page.is_empty() && batch.more {
-                    // One notification larger than a page: read it alone.
-                    let request =
-                        json!({ "seq": self.next, "batch": 1, "next_by_subj": self.subject });
-                    page = reader.batch(&request).await?.messages;
-                }
-                // `upto` is stored on this subject (the channel's last seq, or
-                // the previous seq a live copy named): nothing more before
-                // reaching it means the replica that answered is behind.
-                if page.is_empty() && self.next <= self.upto {
-                    return Err(ReadError::Behind {
-                        at: self.next - 1,
-                        needed: self.upto,
-                    });
-                }
-                Ok(page)
-            };
-            match read.await {
-                Err(err @ ReadError::Incomplete { .. }) if attempt < PAGE_ATTEMPTS => {
-                    tracing::debug!(error = %err, attempt, "Page read with a hole; reading it again.");
-                    attempt += 1;
-                }
-                Err(err @ ReadError::Behind { .. }) if attempt < BEHIND_ATTEMPTS => {
-                    tracing::debug!(error = %err, attempt, "Page read from a replica behind; asking again.");
-                    tokio::time::sleep(BEHIND_PAUSE * (1 << (attempt - 1))).await;
-                    attempt += 1;
-                }
-                read => break read?,
-            }
-        };
-        if let Some(last) = page.last() {
-            self.next = last.seq + 1;
-        }
-        page.retain(|m| m.seq <= self.upto);
-        // Done once past `upto`, never on the batch's word alone: under a
-        // storm a page came back cut short with nothing said to be pending,
-        // and the replay ended there, silently skipping the rest (the stall
-        // of issue 10, item 9). A page that ends before `upto` is followed by
-        // another read, which finds the rest or says the replica is behind.
-        self.done = self.next > self.upto;
-        Ok(if page.is_empty() { None } else { Some(page) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_reply_must_follow_on_from_the_one_received_before() {
-        assert!(follows_on(0, Some(0), 5).is_ok(), "the first reply");
-        assert!(follows_on(5, Some(5), 9).is_ok());
-        assert!(follows_on(9, Some(9), 0).is_ok(), "the end-of-batch");
-        assert!(
-            follows_on(5, None, 9).is_ok(),
-            "no header: nothing to check"
-        );
-        assert!(matches!(
-            follows_on(27, Some(40), 0),
-            Err(ReadError::Incomplete {
-                after: 27,
-                previous: 40,
-                next: 0
-            })
-        ));
-        assert!(
-            follows_on(0, Some(3), 7).is_err(),
-            "the first replies went missing"
-        );
     }
 }
