@@ -63,6 +63,9 @@ impl NatsCluster {
     /// # Panics
     /// No nats-server binary, or the cluster is not ready within the bounds.
     pub async fn start() -> Self {
+        // Its health checks are reqwest clients: they need the crypto
+        // provider the services install (a test may start a cluster first).
+        herald_shared::telemetry::init_for_tests();
         for attempt in 1..=START_ATTEMPTS {
             let mut cluster = Self::spawn();
             let deadline = Instant::now() + crate::WAIT * 2;
@@ -329,6 +332,36 @@ impl ClusterNode {
             .map(|m| m.leader)
             .filter(|l| !l.is_empty())
     }
+}
+
+/// Waits until `stream` has `replicas` copies, each current.
+pub async fn wait_for_replicas(js: &async_nats::jetstream::Context, stream: &str, replicas: usize) {
+    let settled = async {
+        loop {
+            if let Ok(mut s) = js.get_stream(stream).await
+                && let Ok(info) = s.info().await
+                && info.config.num_replicas == replicas
+                && let Some(cluster) = &info.cluster
+                && cluster.leader.is_some()
+                && cluster.replicas.len() == replicas - 1
+                && cluster.replicas.iter().all(|r| r.current)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(crate::WAIT * 2, settled)
+        .await
+        .unwrap_or_else(|_| panic!("{stream} not at {replicas} replicas in time"));
+}
+
+/// The publisher configuration with every stream at three replicas.
+pub fn replicated_publisher(url: &str) -> herald_publisher::Config {
+    let mut config = crate::apps::publisher_config_on(url);
+    config.stream.replicas = 3;
+    config.ingest.as_mut().unwrap().replicas = 3;
+    config
 }
 
 impl Drop for ClusterNode {
