@@ -108,6 +108,7 @@ impl NatsCluster {
                      listen: 127.0.0.1:{client}\n\
                      http: 127.0.0.1:{http}\n\
                      jetstream {{ store_dir: {store:?} }}\n\
+                     lame_duck_grace_period: 1s\n\
                      cluster {{\n  name: herald\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
                 );
                 let path = dir.path().join("nats-server.conf");
@@ -272,6 +273,32 @@ impl ClusterNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGUSR2: lame-duck mode, as an operator stops a node for a rolling
+    /// restart: it takes no new clients, hands its JetStream leaderships
+    /// over, closes its clients one by one (after a 1 s grace period) and
+    /// exits. Waits (bounded) until it has exited.
+    ///
+    /// # Panics
+    /// Not gone within [`crate::WAIT`] times two.
+    pub async fn lame_duck(&mut self) {
+        self.signal("-USR2");
+        let deadline = Instant::now() + crate::WAIT * 2;
+        let mut child = self.child.take().expect("a running node");
+        while !matches!(child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} still ran in lame-duck mode", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            self.log().contains("lame duck mode"),
+            "{} exited, but not in lame-duck mode",
+            self.name
+        );
     }
 
     /// Starts it again on the same ports and store (after [`kill`]), and

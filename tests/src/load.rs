@@ -32,22 +32,34 @@ pub fn event(k: usize, n_clients: usize) -> serde_json::Value {
 
 /// Publishes `n` events at about `per_second`, retrying each (same id) until
 /// it is accepted (only 503, NATS unavailable, is retried); records every
-/// channel's seqs in `expected`.
+/// channel's seqs in `expected`. Returns how many 503 answers were retried.
 pub async fn publish_steadily(
     publisher_url: String,
     n: usize,
     n_clients: usize,
     per_second: u64,
     expected: Arc<Mutex<Seqs>>,
-) {
+) -> usize {
+    publish_range(&publisher_url, 0..n, n_clients, per_second, &expected).await
+}
+
+/// Publishes events `range` at about `per_second` (see [`publish_steadily`]).
+async fn publish_range(
+    publisher_url: &str,
+    range: std::ops::Range<usize>,
+    n_clients: usize,
+    per_second: u64,
+    expected: &Mutex<Seqs>,
+) -> usize {
     let token = service_token();
+    let mut retried = 0;
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
-    for k in 0..n {
+    for k in range {
         ticker.tick().await;
         let body = event(k, n_clients);
         let accepted = tokio::time::timeout(WAIT * 3, async {
             loop {
-                let answer = post_event(&publisher_url, &token, &body).await;
+                let answer = post_event(publisher_url, &token, &body).await;
                 if answer.status == 202 {
                     return answer.body;
                 }
@@ -56,6 +68,7 @@ pub async fn publish_steadily(
                     "only NATS_UNAVAILABLE is retried: {:?}",
                     answer.body
                 );
+                retried += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -70,6 +83,35 @@ pub async fn publish_steadily(
                 .push(published["seq"].as_u64().unwrap());
         }
     }
+    retried
+}
+
+/// As [`publish_steadily`], until `stop` fires (between two events) or
+/// `max` are published; returns how many were, and how many 503 answers
+/// were retried.
+pub async fn publish_until(
+    publisher_url: String,
+    max: usize,
+    n_clients: usize,
+    per_second: u64,
+    expected: Arc<Mutex<Seqs>>,
+    stop: CancellationToken,
+) -> (usize, usize) {
+    let (mut k, mut retried) = (0, 0);
+    let batch = per_second as usize / 10;
+    while k < max && !stop.is_cancelled() {
+        // A tenth of a second's worth at a time, numbered on from `k`.
+        retried += publish_range(
+            &publisher_url,
+            k..k + batch,
+            n_clients,
+            per_second,
+            &expected,
+        )
+        .await;
+        k += batch;
+    }
+    (k, retried)
 }
 
 /// Keeps a client reading; on a lost connection it resumes on the first of
