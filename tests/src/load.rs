@@ -43,8 +43,9 @@ pub async fn publish_steadily(
     publish_range(&publisher_url, 0..n, n_clients, per_second, &expected).await
 }
 
-/// Publishes events `range` at about `per_second` (see [`publish_steadily`]).
-async fn publish_range(
+/// Publishes events `range` at about `per_second` (see [`publish_steadily`]);
+/// returns how many 503 answers were retried.
+pub async fn publish_range(
     publisher_url: &str,
     range: std::ops::Range<usize>,
     n_clients: usize,
