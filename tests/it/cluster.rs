@@ -15,8 +15,9 @@ use herald_tests::{
     WAIT,
     apps::{TestEdge, TestPublisher, edge_config_on, publisher_config_on},
     clients::{calendar_event, post_event, service_token},
-    cluster::NatsCluster,
-    resume::{ResumingClient, Seqs, Tally, tally},
+    cluster::{NatsCluster, replicated_publisher, wait_for_replicas},
+    load::{publish_steadily, settle},
+    resume::{ResumingClient, Seqs},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -141,28 +142,6 @@ async fn the_publisher_moves_its_streams_from_one_replica_to_three_and_back() {
         }
         publisher.stop().await.unwrap();
     }
-}
-
-/// Waits until `stream` has `replicas` copies, each current.
-async fn wait_for_replicas(js: &jetstream::Context, stream: &str, replicas: usize) {
-    let settled = async {
-        loop {
-            if let Ok(mut s) = js.get_stream(stream).await
-                && let Ok(info) = s.info().await
-                && info.config.num_replicas == replicas
-                && let Some(cluster) = &info.cluster
-                && cluster.leader.is_some()
-                && cluster.replicas.len() == replicas - 1
-                && cluster.replicas.iter().all(|r| r.current)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(WAIT * 2, settled)
-        .await
-        .unwrap_or_else(|_| panic!("{stream} not at {replicas} replicas in time"));
 }
 
 /// Waits until the domain consumer has `replicas` copies: JetStream moves a
@@ -307,14 +286,6 @@ async fn a_lagging_follower_neither_loses_nor_repeats_anything_for_resuming_clie
     drop((publisher, edges));
 }
 
-/// The publisher configuration with every stream at three replicas.
-fn replicated_publisher(url: &str) -> herald_publisher::Config {
-    let mut config = publisher_config_on(url);
-    config.stream.replicas = 3;
-    config.ingest.as_mut().unwrap().replicas = 3;
-    config
-}
-
 /// What the clients of the stale-read test do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -381,77 +352,4 @@ fn hop_between(
             assert!(reconnected, "{} could not reconnect", client.user);
         }
     })
-}
-
-/// Event `k` goes to one user, or to one room.
-fn event(k: usize, n_clients: usize) -> serde_json::Value {
-    let id = format!("event-{k}");
-    if k.is_multiple_of(2) {
-        calendar_event(&id, &[&format!("user-{}", (k / 2) % n_clients)], &[])
-    } else {
-        calendar_event(&id, &[], &[&format!("room-{}", (k / 2) % 10)])
-    }
-}
-
-/// Publishes `n` events at about `per_second`, retrying each (same id) until
-/// it is accepted; records every channel's seqs.
-async fn publish_steadily(
-    publisher_url: String,
-    n: usize,
-    n_clients: usize,
-    per_second: u64,
-    expected: Arc<Mutex<Seqs>>,
-) {
-    let token = service_token();
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
-    for k in 0..n {
-        ticker.tick().await;
-        let body = event(k, n_clients);
-        let accepted = tokio::time::timeout(WAIT * 3, async {
-            loop {
-                let answer = post_event(&publisher_url, &token, &body).await;
-                if answer.status == 202 {
-                    return answer.body;
-                }
-                assert_eq!(answer.status, 503, "{:?}", answer.body);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .expect("the publisher accepts again in time");
-        let mut expected = expected.lock().unwrap();
-        for published in accepted["published"].as_array().unwrap() {
-            let channel = published["channel"].as_str().unwrap().to_string();
-            expected
-                .entry(channel)
-                .or_default()
-                .push(published["seq"].as_u64().unwrap());
-        }
-    }
-}
-
-/// Waits until every client has as many events as expected, then sums the tallies.
-async fn settle(clients: &[Arc<Mutex<Seqs>>], users: &[(String, String)], all: &Seqs) -> Tally {
-    let sum = || {
-        let mut total = Tally::default();
-        for (received, (user, room)) in clients.iter().zip(users) {
-            let channels = [format!("user:{user}"), format!("ns:{room}")];
-            let expected: Seqs = channels
-                .into_iter()
-                .map(|c| (c.clone(), all.get(&c).cloned().unwrap_or_default()))
-                .collect();
-            let t = tally(&expected, &received.lock().unwrap());
-            total.expected += t.expected;
-            total.delivered += t.delivered;
-            total.lost += t.lost;
-            total.duplicated += t.duplicated;
-            total.out_of_order += t.out_of_order;
-        }
-        total
-    };
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    while sum().delivered < sum().expected && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    sum()
 }

@@ -8,6 +8,7 @@ mod admission;
 mod assets;
 mod auth;
 mod cluster;
+mod cluster_faults;
 mod config;
 mod deadlines;
 mod delivery;

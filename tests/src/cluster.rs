@@ -63,6 +63,9 @@ impl NatsCluster {
     /// # Panics
     /// No nats-server binary, or the cluster is not ready within the bounds.
     pub async fn start() -> Self {
+        // Its health checks are reqwest clients: they need the crypto
+        // provider the services install (a test may start a cluster first).
+        herald_shared::telemetry::init_for_tests();
         for attempt in 1..=START_ATTEMPTS {
             let mut cluster = Self::spawn();
             let deadline = Instant::now() + crate::WAIT * 2;
@@ -105,6 +108,7 @@ impl NatsCluster {
                      listen: 127.0.0.1:{client}\n\
                      http: 127.0.0.1:{http}\n\
                      jetstream {{ store_dir: {store:?} }}\n\
+                     lame_duck_grace_period: 1s\n\
                      cluster {{\n  name: herald\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
                 );
                 let path = dir.path().join("nats-server.conf");
@@ -271,6 +275,32 @@ impl ClusterNode {
         }
     }
 
+    /// SIGUSR2: lame-duck mode, as an operator stops a node for a rolling
+    /// restart: it takes no new clients, hands its JetStream leaderships
+    /// over, closes its clients one by one (after a 1 s grace period) and
+    /// exits. Waits (bounded) until it has exited.
+    ///
+    /// # Panics
+    /// Not gone within [`crate::WAIT`] times two.
+    pub async fn lame_duck(&mut self) {
+        self.signal("-USR2");
+        let deadline = Instant::now() + crate::WAIT * 2;
+        let mut child = self.child.take().expect("a running node");
+        while !matches!(child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} still ran in lame-duck mode", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            self.log().contains("lame duck mode"),
+            "{} exited, but not in lame-duck mode",
+            self.name
+        );
+    }
+
     /// Starts it again on the same ports and store (after [`kill`]), and
     /// waits until it answers `/healthz`.
     ///
@@ -326,6 +356,36 @@ impl ClusterNode {
             .map(|m| m.leader)
             .filter(|l| !l.is_empty())
     }
+}
+
+/// Waits until `stream` has `replicas` copies, each current.
+pub async fn wait_for_replicas(js: &async_nats::jetstream::Context, stream: &str, replicas: usize) {
+    let settled = async {
+        loop {
+            if let Ok(mut s) = js.get_stream(stream).await
+                && let Ok(info) = s.info().await
+                && info.config.num_replicas == replicas
+                && let Some(cluster) = &info.cluster
+                && cluster.leader.is_some()
+                && cluster.replicas.len() == replicas - 1
+                && cluster.replicas.iter().all(|r| r.current)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(crate::WAIT * 2, settled)
+        .await
+        .unwrap_or_else(|_| panic!("{stream} not at {replicas} replicas in time"));
+}
+
+/// The publisher configuration with every stream at three replicas.
+pub fn replicated_publisher(url: &str) -> herald_publisher::Config {
+    let mut config = crate::apps::publisher_config_on(url);
+    config.stream.replicas = 3;
+    config.ingest.as_mut().unwrap().replicas = 3;
+    config
 }
 
 impl Drop for ClusterNode {

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod clients;
 pub mod cluster;
 pub mod jwks;
+pub mod load;
 pub mod metrics;
 pub mod nats;
 pub mod permissions;
