@@ -8,8 +8,11 @@ use std::{
 };
 
 use async_nats::jetstream::{self, stream::Config};
-use herald_shared::stream::{
-    DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, EPOCH_METADATA_KEY, NOTIFY_STREAM,
+use herald_shared::{
+    session_control::REVOCATIONS_BUCKET,
+    stream::{
+        DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, EPOCH_METADATA_KEY, NOTIFY_STREAM,
+    },
 };
 use herald_tests::{
     WAIT,
@@ -111,7 +114,13 @@ async fn the_publisher_moves_its_streams_from_one_replica_to_three_and_back() {
             }
             stored += 2;
         }
-        for stream in [NOTIFY_STREAM, DOMAIN_STREAM, DEAD_LETTER_STREAM] {
+        let revocations = format!("KV_{REVOCATIONS_BUCKET}");
+        for stream in [
+            NOTIFY_STREAM,
+            DOMAIN_STREAM,
+            DEAD_LETTER_STREAM,
+            revocations.as_str(),
+        ] {
             wait_for_replicas(&js, stream, replicas).await;
         }
         wait_for_consumer_replicas(&js, replicas).await;

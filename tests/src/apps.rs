@@ -189,6 +189,12 @@ impl Drop for TestEdge {
     }
 }
 
+/// How long a service may take to become ready: on a cluster that has just
+/// started, the publisher creates its streams, bucket and consumer through
+/// JetStream's meta leader before `/readyz` answers, which took over 10 s
+/// once in 15 runs on a loaded two-core machine.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
 /// Polls `/readyz` until it answers 200.
 async fn wait_ready(addr: SocketAddr) {
     let url = format!("http://{addr}/readyz");
@@ -202,7 +208,7 @@ async fn wait_ready(addr: SocketAddr) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(WAIT, ready)
+    tokio::time::timeout(READY_WITHIN, ready)
         .await
         .unwrap_or_else(|_| panic!("{url} not ready in time"));
 }

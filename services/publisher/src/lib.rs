@@ -53,9 +53,13 @@ pub async fn run(
     .await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     // Before the notification stream: edges wait for that, then watch this.
-    let revocations = sessions::ensure_revocations_bucket(&jetstream, config.max_token_lifetime)
-        .await
-        .context("ensuring the revocations bucket")?;
+    let revocations = sessions::ensure_revocations_bucket(
+        &jetstream,
+        config.max_token_lifetime,
+        config.stream.replicas,
+    )
+    .await
+    .context("ensuring the revocations bucket")?;
     let epoch = streams::ensure_notify_stream(&jetstream, &config.stream)
         .await
         .context("ensuring the notification stream")?;

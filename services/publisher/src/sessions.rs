@@ -45,9 +45,13 @@ const CLOCK_SKEW_SECS: u64 = 60;
 
 /// Creates or updates the revocations bucket: each entry lives as long as
 /// the longest token lifetime, plus room for clock skew both ways.
+/// `replicas` as for every other stream (`--stream-replicas`): an R1 bucket on
+/// a cluster would stop publishers from starting, and edges from watching
+/// revocations, whenever its one node is down.
 pub(crate) async fn ensure_revocations_bucket(
     jetstream: &jetstream::Context,
     max_token_lifetime: Duration,
+    replicas: usize,
 ) -> anyhow::Result<kv::Store> {
     let config = kv::Config {
         bucket: REVOCATIONS_BUCKET.into(),
@@ -56,6 +60,7 @@ pub(crate) async fn ensure_revocations_bucket(
         max_age: max_token_lifetime + Duration::from_secs(2 * CLOCK_SKEW_SECS),
         max_value_size: 256,
         storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     };
     Ok(jetstream.create_or_update_key_value(config).await?)
