@@ -72,14 +72,7 @@ async fn session_call(
         .send()
         .await
         .expect("publisher answers");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        headers,
-    }
+    Answer::read(response).await
 }
 
 async fn accepted(stack: &Stack, user: &str, action: &str, body: Value) {

@@ -68,6 +68,20 @@ pub struct Answer {
     pub headers: reqwest::header::HeaderMap,
 }
 
+impl Answer {
+    /// The status, headers and JSON body (`null` if none) of `response`.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Self {
+            status,
+            body,
+            headers,
+        }
+    }
+}
+
 /// `POST /v1/events` with a bearer token and a JSON body.
 pub async fn post_event(publisher_url: &str, token: &str, body: &Value) -> Answer {
     post_raw(
@@ -97,14 +111,7 @@ pub async fn post_raw(
         .await
         .expect("publisher answers in time")
         .expect("post");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        headers,
-    }
+    Answer::read(response).await
 }
 
 /// A browser-like WebSocket client.

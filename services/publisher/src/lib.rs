@@ -20,7 +20,7 @@ mod sessions;
 mod state;
 pub mod streams;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{
@@ -53,16 +53,18 @@ pub async fn run(
     .await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
     // Before the notification stream: edges wait for that, then watch this.
-    let revocations = sessions::ensure_revocations_bucket(
-        &jetstream,
-        config.max_token_lifetime,
-        config.stream.replicas,
-    )
-    .await
-    .context("ensuring the revocations bucket")?;
-    let epoch = streams::ensure_notify_stream(&jetstream, &config.stream)
-        .await
-        .context("ensuring the notification stream")?;
+    let revocations = at_start_up("the revocations bucket", || {
+        sessions::ensure_revocations_bucket(
+            &jetstream,
+            config.max_token_lifetime,
+            config.stream.replicas,
+        )
+    })
+    .await?;
+    let epoch = at_start_up("the notification stream", || {
+        streams::ensure_notify_stream(&jetstream, &config.stream)
+    })
+    .await?;
     tracing::info!(%epoch, "Notification stream ready.");
 
     // One registry for HTTP and NATS ingest alike.
@@ -71,9 +73,10 @@ pub async fn run(
     let stop = CancellationToken::new();
     let ingest = match &config.ingest {
         Some(limits) => {
-            let consumer = streams::ensure_domain_streams(&jetstream, limits)
-                .await
-                .context("ensuring the domain and dead-letter streams")?;
+            let consumer = at_start_up("the domain and dead-letter streams", || {
+                streams::ensure_domain_streams(&jetstream, limits)
+            })
+            .await?;
             tracing::info!(
                 stream = DOMAIN_STREAM,
                 consumer = DOMAIN_CONSUMER,
@@ -143,5 +146,34 @@ fn router(state: AppState) -> Router {
         router.layer(axum::middleware::from_fn(cors::allow_any_origin))
     } else {
         router
+    }
+}
+
+/// How long start-up keeps trying to set up a stream: long enough to ride
+/// out a JetStream cluster electing its meta leader (a node restarting, a
+/// cluster just started), short enough that a setup that cannot work (three
+/// replicas on one server) fails the start with its error.
+const START_UP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `ensure` until it succeeds, retrying failures with a delay that
+/// doubles from 250 ms to 5 s, for at most [`START_UP_PATIENCE`].
+async fn at_start_up<T, E, F, Fut>(what: &'static str, mut ensure: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
+    let deadline = tokio::time::Instant::now() + START_UP_PATIENCE;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match ensure().await.map_err(Into::into) {
+            Ok(value) => return Ok(value),
+            Err(err) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %err, what, retry_in_ms = delay.as_millis(), "Setting up JetStream failed; retrying.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err.context(format!("ensuring {what}"))),
+        }
     }
 }
