@@ -16,9 +16,9 @@ use herald_shared::{
 };
 use herald_tests::{
     WAIT,
-    apps::{TestEdge, TestPublisher, edge_config_on, publisher_config_on},
+    apps::{TestEdge, TestPublisher, publisher_config_on},
     clients::{calendar_event, post_event, service_token},
-    cluster::{NatsCluster, replicated_publisher, wait_for_replicas},
+    cluster::{NatsCluster, wait_for_replicas},
     load::{publish_steadily, settle},
     resume::{ResumingClient, Seqs},
 };
@@ -78,6 +78,43 @@ async fn an_r3_stream_survives_a_killed_node() {
     // Back on its store, the node catches up and the cluster is whole again.
     cluster.node(&leader).restart().await;
     cluster.wait_ready().await;
+}
+
+/// The least-privilege cluster holds its users to their permissions, and a
+/// violation shows in [`NatsCluster::permission_violations`], which the
+/// fault tests assert empty: without this, a clean result there could mean
+/// the check sees nothing.
+#[tokio::test]
+async fn a_least_privilege_cluster_refuses_and_reports_what_a_user_may_not_do() {
+    let cluster = NatsCluster::start_least_privilege().await;
+    // Anonymous: refused.
+    let anonymous = tokio::time::timeout(WAIT, async_nats::connect(cluster.nodes[0].url.clone()))
+        .await
+        .expect("an answer in time");
+    assert!(anonymous.is_err(), "connected without a user");
+    assert_eq!(cluster.permission_violations(), Vec::<String>::new());
+    let edge = cluster.connect_as("edge", &["n2"]).await;
+    let subject = herald_shared::subject::stored_subject(&herald_shared::channel::Channel::user(
+        herald_shared::ids::UserId::parse("u1").unwrap(),
+    ))
+    .to_string();
+    edge.publish(subject.clone(), "forged".into())
+        .await
+        .unwrap();
+    edge.flush().await.unwrap();
+    let reported = async {
+        loop {
+            let violations = cluster.permission_violations();
+            if violations.iter().any(|v| v.contains(&subject)) {
+                return violations;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let violations = tokio::time::timeout(WAIT, reported)
+        .await
+        .expect("the violation logged in time");
+    assert!(violations[0].starts_with("n2: "), "{violations:?}");
 }
 
 /// `--stream-replicas`: the publisher moves existing streams (and its domain
@@ -181,43 +218,31 @@ async fn wait_for_consumer_replicas(js: &jetstream::Context, replicas: usize) {
 /// it and an edge on another node, and the edges reconcile every second. No
 /// client may lose an event, get one twice or out of order. With the reads
 /// of before (no check of the responder) it failed 3 runs of 3: a lost
-/// event, and channels re-sent from a stale seq (323..563 twice).
+/// event, and channels re-sent from a stale seq (323..563 twice). The
+/// cluster runs least privilege: the services connect as their users.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lagging_follower_neither_loses_nor_repeats_anything_for_resuming_clients() {
     const N_CLIENTS: usize = 40;
     const N_EVENTS: usize = 1200;
-    let mut cluster = NatsCluster::start().await;
-    let setup = TestPublisher::spawn_with(replicated_publisher(&cluster.nodes[0].url)).await;
-    let js = jetstream::new(
-        async_nats::connect(cluster.nodes[0].url.clone())
-            .await
-            .unwrap(),
-    );
+    let mut cluster = NatsCluster::start_least_privilege().await;
+    let setup = TestPublisher::spawn_with(cluster.publisher_on(&["n1"])).await;
+    let js = cluster.admin().await;
     wait_for_replicas(&js, NOTIFY_STREAM, 3).await;
     setup.stop().await.unwrap();
     let leader = cluster
         .stream_leader(NOTIFY_STREAM)
         .await
         .expect("a stream leader");
-    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let names = cluster.names();
     let followers: Vec<&String> = names.iter().filter(|n| **n != leader).collect();
     let (lagging, other) = (followers[0].clone(), followers[1].clone());
-    let url = |name: &str| {
-        cluster
-            .nodes
-            .iter()
-            .find(|n| n.name == name)
-            .unwrap()
-            .url
-            .clone()
-    };
     // The publisher on the leader's node, so writes go on while the follower is frozen.
-    let publisher = TestPublisher::spawn_with(replicated_publisher(&url(&leader))).await;
+    let publisher = TestPublisher::spawn_with(cluster.publisher_on(&[&leader])).await;
     let mut edges = Vec::new();
     for (node, id) in [(&lagging, "edge-lagging"), (&other, "edge-other")] {
         let config = herald_edge::Config {
             reconcile_interval: Duration::from_secs(1),
-            ..edge_config_on(&url(node), id)
+            ..cluster.edge_on(&[node], id)
         };
         edges.push(TestEdge::spawn_with(config).await);
     }
@@ -292,6 +317,7 @@ async fn a_lagging_follower_neither_loses_nor_repeats_anything_for_resuming_clie
             client.user
         );
     }
+    cluster.assert_no_permission_violations();
     drop((publisher, edges));
 }
 

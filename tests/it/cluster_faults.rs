@@ -1,6 +1,12 @@
 //! Fault tests on the three-node cluster with R3 streams (issue 12, item 5),
 //! counted exactly: every client ends with every event of its channels, once,
 //! in order. Each prints its counts (`-- --nocapture`).
+//!
+//! The cluster runs least privilege: the publisher, the edges and the domain
+//! service connect as the users `publisher`, `edge` and `domain-service` of
+//! the README's permissions table, with nothing more, so a permission that a
+//! failover, a move to another node or a replica catching up needs shows up
+//! here. The tests' own checks connect as the harness's admin.
 
 use std::{
     sync::{
@@ -19,45 +25,25 @@ use herald_shared::{
 };
 use herald_tests::{
     WAIT,
-    apps::{TestEdge, TestPublisher, edge_config_on},
+    apps::{TestEdge, TestPublisher},
     clients::{WsClient, calendar_event, user_token},
-    cluster::{NatsCluster, replicated_publisher, wait_for_replicas},
+    cluster::{NatsCluster, wait_for_replicas},
     load::{client, expected_for, keep_reading, publish_steadily, publish_until, settle},
     resume::Seqs,
 };
 use tokio_util::sync::CancellationToken;
 
-/// Starts the cluster and has a publisher create every stream at R3.
+/// Starts the cluster with the least-privilege users and has a publisher
+/// create every stream at R3.
 async fn cluster_with_r3_streams() -> NatsCluster {
-    let cluster = NatsCluster::start().await;
-    let setup = TestPublisher::spawn_with(replicated_publisher(&cluster.nodes[0].url)).await;
-    let js = jetstream::new(
-        async_nats::connect(cluster.nodes[0].url.clone())
-            .await
-            .unwrap(),
-    );
+    let cluster = NatsCluster::start_least_privilege().await;
+    let setup = TestPublisher::spawn_with(cluster.publisher_on(&["n1"])).await;
+    let js = cluster.admin().await;
     for stream in [NOTIFY_STREAM, DOMAIN_STREAM] {
         wait_for_replicas(&js, stream, 3).await;
     }
     setup.stop().await.unwrap();
     cluster
-}
-
-/// A seed list (`--nats-url a,b,c`): these nodes' URLs, in this order.
-fn seeds(cluster: &NatsCluster, names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|name| {
-            cluster
-                .nodes
-                .iter()
-                .find(|n| n.name == *name)
-                .unwrap()
-                .url
-                .clone()
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The leader of `stream` and the two other nodes.
@@ -75,12 +61,12 @@ async fn leader_and_others(cluster: &NatsCluster, stream: &str) -> (String, Stri
     (leader, others[0].clone(), others[1].clone())
 }
 
-/// An edge on the seed list `nats_url` that reconciles every second, so a
+/// An edge on the seed list of `names` that reconciles every second, so a
 /// live copy lost while its connection moves is repaired soon.
-async fn edge_on(nats_url: &str, node_id: &str) -> TestEdge {
+async fn edge_on(cluster: &NatsCluster, names: &[&str], node_id: &str) -> TestEdge {
     TestEdge::spawn_with(herald_edge::Config {
         reconcile_interval: Duration::from_secs(1),
-        ..edge_config_on(nats_url, node_id)
+        ..cluster.edge_on(names, node_id)
     })
     .await
 }
@@ -94,11 +80,10 @@ async fn the_stream_leader_killed_under_load_loses_and_repeats_nothing() {
     const N_EVENTS: usize = 1000;
     let mut cluster = cluster_with_r3_streams().await;
     let (leader, a, b) = leader_and_others(&cluster, NOTIFY_STREAM).await;
-    let publisher =
-        TestPublisher::spawn_with(replicated_publisher(&seeds(&cluster, &[&a, &b, &leader]))).await;
+    let publisher = TestPublisher::spawn_with(cluster.publisher_on(&[&a, &b, &leader])).await;
     let edges = [
-        edge_on(&seeds(&cluster, &[&a, &b, &leader]), "edge-a").await,
-        edge_on(&seeds(&cluster, &[&b, &a, &leader]), "edge-b").await,
+        edge_on(&cluster, &[&a, &b, &leader], "edge-a").await,
+        edge_on(&cluster, &[&b, &a, &leader], "edge-b").await,
     ];
     let ws: Vec<String> = edges
         .iter()
@@ -151,6 +136,7 @@ async fn the_stream_leader_killed_under_load_loses_and_repeats_nothing() {
         reconnects.load(Ordering::Relaxed)
     );
     tally.assert_exact("the stream leader killed under load");
+    cluster.assert_no_permission_violations();
     drop((publisher, edges));
 }
 
@@ -164,9 +150,8 @@ async fn an_edge_whose_node_dies_moves_to_another_and_its_clients_miss_nothing()
     let mut cluster = cluster_with_r3_streams().await;
     // The edge's node is a follower, so this is the edge's move alone.
     let (leader, doomed, other) = leader_and_others(&cluster, NOTIFY_STREAM).await;
-    let publisher =
-        TestPublisher::spawn_with(replicated_publisher(&seeds(&cluster, &[&leader, &other]))).await;
-    let edge = edge_on(&seeds(&cluster, &[&doomed, &other, &leader]), "edge-a").await;
+    let publisher = TestPublisher::spawn_with(cluster.publisher_on(&[&leader, &other])).await;
+    let edge = edge_on(&cluster, &[&doomed, &other, &leader], "edge-a").await;
     let ws = format!("ws://{}/v1/ws", edge.addr);
 
     let stop = CancellationToken::new();
@@ -219,6 +204,7 @@ async fn an_edge_whose_node_dies_moves_to_another_and_its_clients_miss_nothing()
     );
     tally.assert_exact("the edge's node killed under load");
     assert_eq!(reconnects, 0, "the clients stay connected");
+    cluster.assert_no_permission_violations();
     drop((publisher, edge));
 }
 
@@ -231,9 +217,8 @@ async fn nats_ingest_survives_the_domain_stream_leader_killed() {
     const N: usize = 600;
     let mut cluster = cluster_with_r3_streams().await;
     let (leader, a, b) = leader_and_others(&cluster, DOMAIN_STREAM).await;
-    let _publisher =
-        TestPublisher::spawn_with(replicated_publisher(&seeds(&cluster, &[&a, &b, &leader]))).await;
-    let edge = edge_on(&seeds(&cluster, &[&b, &a]), "edge-a").await;
+    let _publisher = TestPublisher::spawn_with(cluster.publisher_on(&[&a, &b, &leader])).await;
+    let edge = edge_on(&cluster, &[&b, &a], "edge-a").await;
     let url = edge.ws_url(&format!("token={}", user_token("u_1", &[])));
     let mut alice = WsClient::connect_welcomed(&url).await.0;
     let reading = tokio::spawn(async move {
@@ -249,11 +234,7 @@ async fn nats_ingest_survives_the_domain_stream_leader_killed() {
         ids
     });
 
-    let domain = jetstream::new(
-        async_nats::connect(seeds(&cluster, &[&a, &b]).split(',').collect::<Vec<_>>())
-            .await
-            .unwrap(),
-    );
+    let domain = jetstream::new(cluster.connect_as("domain-service", &[&a, &b]).await);
     let subject = domain_subject(EventType::CalendarEventUpdated).to_string();
     let mut ticks = tokio::time::interval(Duration::from_millis(5));
     let mut retried = 0;
@@ -304,8 +285,14 @@ async fn nats_ingest_survives_the_domain_stream_leader_killed() {
         .count();
     let duplicated = delivered.len() - unique.len();
     let in_order = delivered == published;
-    // Stored once: the notification stream holds exactly one message per event.
-    let mut notify = domain.get_stream(NOTIFY_STREAM).await.unwrap();
+    // Stored once: the notification stream holds exactly one message per
+    // event (read as the admin: the domain service may not).
+    let mut notify = cluster
+        .admin()
+        .await
+        .get_stream(NOTIFY_STREAM)
+        .await
+        .unwrap();
     let stored = notify.info().await.unwrap().state.messages;
     let counts = format!(
         "domain leader {leader} killed: published {N} (publishes retried {retried}), \
@@ -318,6 +305,7 @@ async fn nats_ingest_survives_the_domain_stream_leader_killed() {
         (N as u64, 0, 0, true),
         "{counts}"
     );
+    cluster.assert_no_permission_violations();
 }
 
 /// Item 5c: a rolling restart under load. Each node in turn is stopped in
@@ -329,13 +317,12 @@ async fn nats_ingest_survives_the_domain_stream_leader_killed() {
 async fn a_rolling_restart_in_lame_duck_mode_loses_and_repeats_nothing() {
     const N_CLIENTS: usize = 40;
     let mut cluster = cluster_with_r3_streams().await;
-    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let names = cluster.names();
     let [n1, n2, n3] = [&names[0], &names[1], &names[2]];
-    let publisher =
-        TestPublisher::spawn_with(replicated_publisher(&seeds(&cluster, &[n3, n1, n2]))).await;
+    let publisher = TestPublisher::spawn_with(cluster.publisher_on(&[n3, n1, n2])).await;
     let edges = [
-        edge_on(&seeds(&cluster, &[n1, n2, n3]), "edge-a").await,
-        edge_on(&seeds(&cluster, &[n2, n3, n1]), "edge-b").await,
+        edge_on(&cluster, &[n1, n2, n3], "edge-a").await,
+        edge_on(&cluster, &[n2, n3, n1], "edge-b").await,
     ];
     let ws: Vec<String> = edges
         .iter()
@@ -363,7 +350,7 @@ async fn a_rolling_restart_in_lame_duck_mode_loses_and_repeats_nothing() {
         expected.clone(),
         published.clone(),
     ));
-    let checker = jetstream::new(async_nats::connect(cluster.urls()).await.unwrap());
+    let checker = cluster.admin().await;
     let started = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     for name in &names {
@@ -399,5 +386,6 @@ async fn a_rolling_restart_in_lame_duck_mode_loses_and_repeats_nothing() {
         reconnects.load(Ordering::Relaxed)
     );
     tally.assert_exact("a rolling restart in lame-duck mode under load");
+    cluster.assert_no_permission_violations();
     drop((publisher, edges));
 }

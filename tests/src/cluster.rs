@@ -5,6 +5,12 @@
 //! Routes need every node's cluster port before any node starts, so all ports
 //! are chosen free up front (bind to port 0, then let go); if another process
 //! takes one in between, the whole cluster is started again on new ports.
+//!
+//! [`NatsCluster::start_least_privilege`] starts it with the one account and
+//! the least-privilege users of [`crate::permissions`] (plus the harness's
+//! admin): the services connect as `edge`, `publisher` and `domain-service`
+//! ([`NatsCluster::seeds`], [`NatsCluster::auth`]), the test's own checks as
+//! [`permissions::ADMIN`] ([`NatsCluster::admin`]).
 
 use std::{
     net::TcpListener,
@@ -16,7 +22,7 @@ use std::{
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use crate::nats::binary;
+use crate::{nats::binary, permissions};
 
 /// Nodes in the cluster.
 pub const NODES: usize = 3;
@@ -27,6 +33,9 @@ const START_ATTEMPTS: u32 = 3;
 #[derive(Debug)]
 pub struct NatsCluster {
     pub nodes: Vec<ClusterNode>,
+    /// Whether it runs [`permissions::least_privilege_config_with_admin`]
+    /// (else anyone may connect, to the default account).
+    least_privilege: bool,
 }
 
 /// One node: its process, store and configuration survive restarts.
@@ -63,11 +72,24 @@ impl NatsCluster {
     /// # Panics
     /// No nats-server binary, or the cluster is not ready within the bounds.
     pub async fn start() -> Self {
+        Self::start_as(false).await
+    }
+
+    /// As [`NatsCluster::start`], with one account and only the
+    /// least-privilege users (and the harness's admin) allowed in.
+    ///
+    /// # Panics
+    /// As [`NatsCluster::start`].
+    pub async fn start_least_privilege() -> Self {
+        Self::start_as(true).await
+    }
+
+    async fn start_as(least_privilege: bool) -> Self {
         // Its health checks are reqwest clients: they need the crypto
         // provider the services install (a test may start a cluster first).
         herald_shared::telemetry::init_for_tests();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Self::spawn();
+            let mut cluster = Self::spawn(least_privilege);
             let deadline = Instant::now() + crate::WAIT * 2;
             // A node that exits (a port taken meanwhile) fails the attempt at once.
             while Instant::now() < deadline && !cluster.exited() {
@@ -83,7 +105,7 @@ impl NatsCluster {
         panic!("a nats-server cluster did not become ready in {START_ATTEMPTS} attempts");
     }
 
-    fn spawn() -> Self {
+    fn spawn(least_privilege: bool) -> Self {
         // Held until all are chosen, so no two are the same.
         let listeners: Vec<TcpListener> = (0..NODES * 3).map(|_| free_port()).collect();
         let ports: Vec<[u16; 3]> = listeners
@@ -96,6 +118,11 @@ impl NatsCluster {
             .map(|[_, route, _]| format!("nats-route://127.0.0.1:{route}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let accounts = if least_privilege {
+            permissions::least_privilege_config_with_admin()
+        } else {
+            String::new()
+        };
         let nodes = ports
             .iter()
             .enumerate()
@@ -109,7 +136,8 @@ impl NatsCluster {
                      http: 127.0.0.1:{http}\n\
                      jetstream {{ store_dir: {store:?} }}\n\
                      lame_duck_grace_period: 1s\n\
-                     cluster {{\n  name: herald\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
+                     cluster {{\n  name: herald\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n\
+                     {accounts}",
                 );
                 let path = dir.path().join("nats-server.conf");
                 std::fs::write(&path, config).expect("writing the nats-server config");
@@ -125,12 +153,131 @@ impl NatsCluster {
                 node
             })
             .collect();
-        Self { nodes }
+        Self {
+            nodes,
+            least_privilege,
+        }
     }
 
     /// Every node's client URL: a seed list for the services.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    /// A seed list (`--nats-url a,b,c`) of the nodes named `names`, in this
+    /// order, each URL with `user`'s name and password when the cluster
+    /// runs least privilege.
+    ///
+    /// # Panics
+    /// No node of one of the names.
+    pub fn seeds(&self, user: &str, names: &[&str]) -> String {
+        names
+            .iter()
+            .map(|name| {
+                let node = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == *name)
+                    .unwrap_or_else(|| panic!("no node {name}"));
+                if self.least_privilege {
+                    permissions::with_credentials(&node.url, user)
+                } else {
+                    node.url.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The connection options of `user` besides its URL (its inbox prefix).
+    pub fn auth(&self, user: &str) -> herald_shared::nats::NatsAuth {
+        if self.least_privilege {
+            permissions::auth_for(user)
+        } else {
+            herald_shared::nats::NatsAuth::default()
+        }
+    }
+
+    /// A client as `user` on the seed list of `names`, connected as Herald
+    /// connects.
+    ///
+    /// # Panics
+    /// It cannot connect in time.
+    pub async fn connect_as(&self, user: &str, names: &[&str]) -> async_nats::Client {
+        let seeds = self.seeds(user, names);
+        tokio::time::timeout(
+            crate::WAIT,
+            herald_shared::nats::connect(&seeds, &self.auth(user), user, None),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{user} not connected in time"))
+        .unwrap_or_else(|err| panic!("connecting as {user}: {err:#}"))
+    }
+
+    /// JetStream as the harness's admin, on every running node: for checks
+    /// no service's user may make.
+    ///
+    /// # Panics
+    /// As [`NatsCluster::connect_as`].
+    pub async fn admin(&self) -> async_nats::jetstream::Context {
+        let names: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.name.as_str())
+            .collect();
+        async_nats::jetstream::new(self.connect_as(permissions::ADMIN, &names).await)
+    }
+
+    /// The publisher configuration with every stream at three replicas, as
+    /// the `publisher` user on the seed list of `names`.
+    pub fn publisher_on(&self, names: &[&str]) -> herald_publisher::Config {
+        herald_publisher::Config {
+            nats_auth: self.auth("publisher"),
+            ..replicated_publisher(&self.seeds("publisher", names))
+        }
+    }
+
+    /// The edge configuration `node_id`, as the `edge` user on the seed
+    /// list of `names`.
+    pub fn edge_on(&self, names: &[&str], node_id: &str) -> herald_edge::Config {
+        herald_edge::Config {
+            nats_auth: self.auth("edge"),
+            ..crate::apps::edge_config_on(&self.seeds("edge", names), node_id)
+        }
+    }
+
+    /// The permission violations every node logged so far (across
+    /// restarts): a service's user lacking a permission it needs shows here
+    /// first, since the server only drops the message or subscription and
+    /// tells the client, whose log a test does not read.
+    pub fn permission_violations(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|node| {
+                node.log()
+                    .lines()
+                    .filter(|line| line.contains("Violation"))
+                    .map(|line| format!("{}: {line}", node.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// # Panics
+    /// A node logged a permission violation.
+    pub fn assert_no_permission_violations(&self) {
+        let violations = self.permission_violations();
+        assert!(
+            violations.is_empty(),
+            "permission violations:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    /// Every node's name, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
     /// Waits until every running node answers `/healthz` (JetStream
@@ -178,8 +325,8 @@ impl NatsCluster {
         leaders.windows(2).all(|w| w[0] == w[1])
     }
 
-    /// The name of the node that leads `stream` (of the default account), as
-    /// any running node reports it.
+    /// The name of the node that leads `stream` (of any account), as any
+    /// running node reports it.
     pub async fn stream_leader(&self, stream: &str) -> Option<String> {
         #[derive(Deserialize)]
         struct Jsz {

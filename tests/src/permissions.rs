@@ -127,11 +127,26 @@ pub fn password(user: &str) -> String {
     format!("{user}-test-password")
 }
 
+/// The test harness's own user in the `HERALD` account of
+/// [`least_privilege_config_with_admin`]: allowed everything, so a test can
+/// check streams and consumers (info, replicas, leaders) the services'
+/// users may not. No Herald service connects as it.
+pub const ADMIN: &str = "harness-admin";
+
 /// nats-server configuration: one account, `HERALD`, with JetStream, and
 /// the users of [`all`] with exactly their permissions. Self-contained, so it
 /// can be appended to any other configuration (a cluster node's, TLS);
 /// connect with [`url_for`].
 pub fn least_privilege_config() -> String {
+    accounts_config(false)
+}
+
+/// As [`least_privilege_config`], plus the harness's [`ADMIN`] user.
+pub fn least_privilege_config_with_admin() -> String {
+    accounts_config(true)
+}
+
+fn accounts_config(with_admin: bool) -> String {
     let quoted = |subjects: &[String]| {
         subjects
             .iter()
@@ -151,6 +166,12 @@ pub fn least_privilege_config() -> String {
                 subscribe = quoted(&p.subscribe),
             )
         })
+        .chain(with_admin.then(|| {
+            format!(
+                "      {{ user: \"{ADMIN}\", password: \"{}\" }}",
+                password(ADMIN)
+            )
+        }))
         .collect::<Vec<_>>()
         .join("\n");
     format!(
@@ -168,9 +189,12 @@ pub fn auth_for(user: &str) -> herald_shared::nats::NatsAuth {
 
 /// `nats://user:password@host:port` of `server` for `user`.
 pub fn url_for(server: &NatsServer, user: &str) -> String {
-    server
-        .url
-        .replacen("://", &format!("://{user}:{}@", password(user)), 1)
+    with_credentials(&server.url, user)
+}
+
+/// `url` (`nats://host:port`) with `user`'s name and password in it.
+pub fn with_credentials(url: &str, user: &str) -> String {
+    url.replacen("://", &format!("://{user}:{}@", password(user)), 1)
 }
 
 /// The README's table of these permissions, one row per user.
