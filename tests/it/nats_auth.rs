@@ -69,8 +69,18 @@ impl Pki {
 
     /// TLS required on the client port, client certificates verified.
     fn server_config(&self) -> String {
+        self.tls_config(true)
+    }
+
+    /// TLS required on the client port; clients show no certificate (they
+    /// authenticate otherwise).
+    fn server_config_without_client_certs(&self) -> String {
+        self.tls_config(false)
+    }
+
+    fn tls_config(&self, verify: bool) -> String {
         format!(
-            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n",
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: {verify}\n}}\n",
             self.path("server.pem").display(),
             self.path("server-key.pem").display(),
             self.path("ca.pem").display(),
@@ -627,6 +637,131 @@ async fn the_edge_and_the_publisher_authenticate_with_creds_on_an_operator_mode_
         operator.creds("publisher"),
     )
     .await;
+}
+
+/// Issue 12, "done when": the edge and the publisher start against a NATS
+/// that takes TLS only and authenticated users only (operator mode, a
+/// `.creds` file per least-privilege user), with `--nats-tls-ca` and
+/// `--nats-creds`, and an event published over HTTP reaches a socket. A
+/// plain-text connection is refused, and so is a TLS one without
+/// credentials: a test that passed with either would not show that Herald
+/// used both.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_and_the_publisher_run_on_a_tls_only_credentials_only_nats() {
+    let pki = Pki::mint();
+    let operator = Operator::mint();
+    let nats = NatsServer::start_with_config(&format!(
+        "{}{}",
+        operator.config,
+        pki.server_config_without_client_certs()
+    ));
+    let url = nats.url.replacen("nats://", "tls://", 1);
+    let tls_and_creds = |user: &str| NatsAuth {
+        tls_ca: Some(pki.path("ca.pem")),
+        ..operator.creds(user)
+    };
+
+    // Plain text: the server asks for TLS in its INFO and closes the
+    // connection on a plain CONNECT, without a PONG.
+    let plain = plain_text_exchange(&nats.url).await;
+    assert!(plain.contains("\"tls_required\":true"), "{plain}");
+    assert!(
+        !plain.contains("PONG"),
+        "a plain-text client was served: {plain}"
+    );
+
+    // TLS, but no credentials: refused. (The CA alone makes the handshake
+    // succeed, so this is the authentication failing.)
+    let tls_only = NatsAuth {
+        tls_ca: Some(pki.path("ca.pem")),
+        ..NatsAuth::default()
+    };
+    let refused = tokio::time::timeout(
+        WAIT,
+        herald_shared::nats::connect(&url, &tls_only, "anonymous", None),
+    )
+    .await
+    .expect("an answer in time");
+    let error = format!("{:#}", refused.expect_err("connected without credentials"));
+    assert!(
+        error.to_lowercase().contains("authorization"),
+        "not refused for its credentials: {error}"
+    );
+    // Credentials over a connection that does not trust the server's CA:
+    // refused too (the TLS flags are not decoration).
+    let untrusting = tokio::time::timeout(
+        WAIT,
+        herald_shared::nats::connect(&url, &operator.creds("edge"), "untrusting", None),
+    )
+    .await
+    .expect("an answer in time");
+    assert!(untrusting.is_err(), "connected without trusting the CA");
+
+    let _running = publish_and_deliver(
+        &nats,
+        &url,
+        tls_and_creds("edge"),
+        tls_and_creds("publisher"),
+    )
+    .await;
+    // Both are connected over TLS as the users their credentials name.
+    let connz: serde_json::Value = reqwest::get(format!("{}/connz?auth=true", nats.monitoring))
+        .await
+        .expect("connz")
+        .json()
+        .await
+        .expect("connz json");
+    let connections = connz["connections"].as_array().cloned().unwrap_or_default();
+    for name in ["herald-publisher", "herald-edge"] {
+        let conn = connections
+            .iter()
+            .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(name)))
+            .unwrap_or_else(|| panic!("{name} not connected"));
+        assert!(
+            conn["tls_version"].as_str().is_some_and(|v| !v.is_empty()),
+            "{name} not on TLS: {conn}"
+        );
+        assert!(
+            conn["authorized_user"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty()),
+            "{name} not authenticated: {conn}"
+        );
+    }
+}
+
+/// What a plain-text client sees: the server's INFO, then whatever it
+/// answers a plain `CONNECT` and `PING` with, until it closes the
+/// connection (bounded).
+async fn plain_text_exchange(url: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A TLS-only server reports `tls://` URLs.
+    let addr = url.rsplit("://").next().expect("an address");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The INFO line comes first, in plain text.
+    while !seen.ends_with(b"\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("INFO in time")
+            .expect("read");
+        assert!(n > 0, "closed before INFO");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let _ = stream
+        .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n")
+        .await;
+    let _ = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&seen).into_owned()
 }
 
 /// Names of the clients connected to `nats`.
