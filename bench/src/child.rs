@@ -15,6 +15,8 @@ pub(crate) struct Service {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Bytes of the log written while starting, which the diagnostics skip.
+    startup_log_bytes: u64,
 }
 
 impl Service {
@@ -43,6 +45,7 @@ impl Service {
             name: name.to_owned(),
             child,
             log,
+            startup_log_bytes: 0,
         })
     }
 
@@ -56,6 +59,19 @@ impl Service {
 
     pub(crate) fn log(&self) -> &Path {
         &self.log
+    }
+
+    /// Marks what the log holds so far as start-up: a cluster node logs errors while its
+    /// peers are still starting (routes refused, no meta leader yet), which are expected.
+    pub(crate) fn end_startup_log(&mut self) {
+        self.startup_log_bytes = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+    }
+
+    /// The log after start-up (see [`Service::end_startup_log`]).
+    pub(crate) fn log_after_startup(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let from = (self.startup_log_bytes as usize).min(text.len());
+        String::from_utf8_lossy(&text[from..]).into_owned()
     }
 
     /// `Some(why)` when the process has exited.

@@ -48,11 +48,13 @@ pub enum Scenario {
     NatsIngest,
     /// 10,000 sockets close at once, miss events, and resume with their cursors at once.
     ReconnectStorm,
+    /// `broadcast-1k` and `unicast` on one nats-server and on a 3-node cluster with R3 streams.
+    Cluster,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Idle,
         Scenario::Unicast,
         Scenario::Broadcast1k,
@@ -61,6 +63,7 @@ impl Scenario {
         Scenario::Publisher,
         Scenario::NatsIngest,
         Scenario::ReconnectStorm,
+        Scenario::Cluster,
     ];
 
     /// The name used on the command line and in the reports.
@@ -74,6 +77,7 @@ impl Scenario {
             Scenario::Publisher => "publisher",
             Scenario::NatsIngest => "nats-ingest",
             Scenario::ReconnectStorm => "reconnect-storm",
+            Scenario::Cluster => "cluster",
         }
     }
 }

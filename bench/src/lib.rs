@@ -2,17 +2,18 @@
 //! and measures them from the outside, as browsers and domain services see them.
 //!
 //! Module map: `cli` (arguments, scenario names), `stack` and `child` (nats-server, publisher,
-//! edges as processes killed on drop), `tokens` (the HS256 secret and JWTs), `socket` and
-//! `fleet` (WebSocket clients), `frame` (reading server frames), `recorder` (deliveries and
-//! latencies), `publish` (HTTP publishing), `clock` (the one time base), `procfs` and `usage`
-//! (memory and CPU from `/proc`), `report` (JSON lines and the markdown table), `scenarios`
-//! (one module per scenario, plus what they share).
+//! edges as processes killed on drop; `nats_cluster` the 3-node NATS of `cluster`), `tokens`
+//! (the HS256 secret and JWTs), `socket` and `fleet` (WebSocket clients), `frame` (reading
+//! server frames), `recorder` (deliveries and latencies), `publish` (HTTP publishing), `clock`
+//! (the one time base), `procfs` and `usage` (memory and CPU from `/proc`), `report` (JSON
+//! lines and the markdown table), `scenarios` (one module per scenario, plus what they share).
 
 mod child;
 mod cli;
 mod clock;
 mod fleet;
 mod frame;
+mod nats_cluster;
 mod procfs;
 mod progress;
 mod publish;

@@ -1,7 +1,8 @@
 //! The system under test, started fresh per scenario: one nats-server with JetStream on a new
-//! temporary store, the real `herald-publisher`, and zero or two `herald-edge` processes,
-//! configured through their environment variables as `cargo xtask e2e` does. Dropping the
-//! stack kills them all (edges first) and removes the store.
+//! temporary store (or, for the `cluster` scenario, a 3-node JetStream cluster with every
+//! stream at three replicas), the real `herald-publisher`, and zero or two `herald-edge`
+//! processes, configured through their environment variables as `cargo xtask e2e` does.
+//! Dropping the stack kills them all (edges first) and removes the store.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -15,7 +16,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use crate::{child::Service, publish::HttpPublisher, tokens::Keys};
+use crate::{child::Service, nats_cluster, publish::HttpPublisher, tokens::Keys};
 
 /// How long a service may take to answer its readiness check.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +32,28 @@ pub(crate) struct StackOptions {
     pub(crate) log_dir: PathBuf,
     /// Start the two edges (scenarios without sockets leave them out).
     pub(crate) edges: bool,
+    /// One nats-server, or a cluster.
+    pub(crate) nats: Nats,
+}
+
+/// What NATS the services run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nats {
+    /// One nats-server; streams at one replica.
+    Single,
+    /// Three nats-servers in one JetStream cluster; the publisher runs with
+    /// `--stream-replicas 3`, and the publisher and each edge have the whole cluster as their
+    /// seed list, each starting at another node (publisher n1, edge-a n2, edge-b n3).
+    Cluster,
+}
+
+impl Nats {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Nats::Single => "single",
+            Nats::Cluster => "r3",
+        }
+    }
 }
 
 /// One edge node.
@@ -45,9 +68,11 @@ pub(crate) struct Edge {
 pub(crate) struct Stack {
     pub(crate) edges: Vec<Edge>,
     publisher: Service,
-    nats: Service,
+    /// One node, or three.
+    nats: Vec<Service>,
     _store: TempDir,
     pub(crate) keys: Keys,
+    /// The (first) node's client URL.
     pub(crate) nats_url: String,
     pub(crate) publisher_url: String,
     http: reqwest::Client,
@@ -71,53 +96,57 @@ impl Stack {
             .build()
             .context("building the HTTP client")?;
         let store = TempDir::with_prefix("herald-bench-").context("creating the store dir")?;
-
-        let mut nats_cmd = Command::new(&options.nats_server);
-        nats_cmd
-            .args(["-js", "-a", "127.0.0.1", "-n", "herald-bench"])
-            .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
-            .arg(store.path())
-            .arg("--store_dir")
-            .arg(store.path().join("js"));
-        let mut nats = Service::spawn("nats", nats_cmd, &options.log_dir)?;
-        let ports = read_ports_file(&mut nats, store.path()).await?;
-        let nats_url = ports
-            .nats
-            .first()
-            .context("no client URL in ports file")?
-            .clone();
-        let monitoring = ports
-            .monitoring
-            .first()
-            .context("no monitoring URL in ports file")?
-            .clone();
-        wait_ready(
-            &http,
-            &mut nats,
-            &format!("{monitoring}/healthz?js-enabled-only=true"),
-        )
-        .await?;
+        let (nats, seeds) = match options.nats {
+            Nats::Single => {
+                let (nats, url) = start_single(options, &http, store.path()).await?;
+                (vec![nats], vec![url])
+            }
+            Nats::Cluster => {
+                let mut nodes =
+                    nats_cluster::spawn(&options.nats_server, store.path(), &options.log_dir)?;
+                nats_cluster::wait_ready(&http, &mut nodes).await?;
+                let seeds = (0..nodes.len())
+                    .map(|first| nats_cluster::seeds(&nodes, first))
+                    .collect();
+                (nodes.into_iter().map(|n| n.service).collect(), seeds)
+            }
+        };
+        let nats_url = seeds[0]
+            .split(',')
+            .next()
+            .context("no NATS URL")?
+            .to_owned();
+        let seed = |i: usize| seeds[i % seeds.len()].as_str();
+        let replicas = if options.nats == Nats::Cluster {
+            "3"
+        } else {
+            "1"
+        };
 
         let publisher_addr = free_addr()?;
         let mut publisher_cmd = Command::new(options.bin_dir.join("herald-publisher"));
         publisher_cmd
             .env("HERALD_LISTEN", publisher_addr.to_string())
-            .env("HERALD_NATS_URL", &nats_url)
+            .env("HERALD_NATS_URL", seed(0))
+            .env("HERALD_STREAM_REPLICAS", replicas)
             .env("HERALD_JWT_SECRET", keys.secret())
             .env("NO_COLOR", "1");
         let mut publisher = Service::spawn("publisher", publisher_cmd, &options.log_dir)?;
         let publisher_url = format!("http://{publisher_addr}");
         wait_ready(&http, &mut publisher, &format!("{publisher_url}/readyz")).await?;
+        if options.nats == Nats::Cluster {
+            nats_cluster::check_replicas(&nats_url, nats_cluster::NODES).await?;
+        }
 
         let mut edges = Vec::new();
         if options.edges {
-            for name in EDGE_NAMES {
+            for (i, name) in EDGE_NAMES.into_iter().enumerate() {
                 let addr = free_addr()?;
                 let mut edge_cmd = Command::new(options.bin_dir.join("herald-edge"));
                 edge_cmd
                     .env("HERALD_LISTEN", addr.to_string())
                     .env("HERALD_NODE_ID", name)
-                    .env("HERALD_NATS_URL", &nats_url)
+                    .env("HERALD_NATS_URL", seed(i + 1))
                     .env("HERALD_JWT_SECRET", keys.secret())
                     .env("HERALD_MAX_CONNECTIONS", "0")
                     .env("NO_COLOR", "1");
@@ -140,7 +169,44 @@ impl Stack {
             http,
         })
     }
+}
 
+/// One nats-server with JetStream, its store and ports file under `dir`, waited for until
+/// healthy; returns it and its client URL.
+async fn start_single(
+    options: &StackOptions,
+    http: &reqwest::Client,
+    store: &Path,
+) -> anyhow::Result<(Service, String)> {
+    let mut nats_cmd = Command::new(&options.nats_server);
+    nats_cmd
+        .args(["-js", "-a", "127.0.0.1", "-n", "herald-bench"])
+        .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
+        .arg(store)
+        .arg("--store_dir")
+        .arg(store.join("js"));
+    let mut nats = Service::spawn("nats", nats_cmd, &options.log_dir)?;
+    let ports = read_ports_file(&mut nats, store).await?;
+    let nats_url = ports
+        .nats
+        .first()
+        .context("no client URL in ports file")?
+        .clone();
+    let monitoring = ports
+        .monitoring
+        .first()
+        .context("no monitoring URL in ports file")?
+        .clone();
+    wait_ready(
+        http,
+        &mut nats,
+        &format!("{monitoring}/healthz?js-enabled-only=true"),
+    )
+    .await?;
+    Ok((nats, nats_url))
+}
+
+impl Stack {
     /// A keep-alive HTTP client for this stack's publisher, with a service
     /// token, `connections` at most at once.
     pub(crate) fn http_publisher(&self, connections: usize) -> anyhow::Result<Arc<HttpPublisher>> {
@@ -159,7 +225,9 @@ impl Stack {
             .map(|e| (e.service.name().to_owned(), e.service.pid()))
             .collect();
         pids.push(("publisher".into(), self.publisher.pid()));
-        pids.push(("nats".into(), self.nats.pid()));
+        for nats in &self.nats {
+            pids.push((nats.name().to_owned(), nats.pid()));
+        }
         pids
     }
 
@@ -167,8 +235,9 @@ impl Stack {
         self.edges.iter().map(|e| e.service.pid()).collect()
     }
 
-    pub(crate) fn nats_pid(&self) -> u32 {
-        self.nats.pid()
+    /// Every NATS node's process.
+    pub(crate) fn nats_pids(&self) -> Vec<u32> {
+        self.nats.iter().map(Service::pid).collect()
     }
 
     /// `<name> exited (<status>)` for every service that is no longer running.
@@ -176,7 +245,8 @@ impl Stack {
         self.edges
             .iter_mut()
             .map(|e| &mut e.service)
-            .chain([&mut self.publisher, &mut self.nats])
+            .chain([&mut self.publisher])
+            .chain(self.nats.iter_mut())
             .filter_map(|service| {
                 let status = service.exited()?;
                 Some(format!("{} exited ({status})", service.name()))
@@ -201,13 +271,14 @@ impl Stack {
         texts
     }
 
-    /// The log files of every service, by name.
-    pub(crate) fn logs(&self) -> Vec<(String, &Path)> {
+    /// What every service logged after starting, by name.
+    pub(crate) fn logs(&self) -> Vec<(String, String)> {
         self.edges
             .iter()
             .map(|e| &e.service)
-            .chain([&self.publisher, &self.nats])
-            .map(|s| (s.name().to_owned(), s.log()))
+            .chain([&self.publisher])
+            .chain(self.nats.iter())
+            .map(|s| (s.name().to_owned(), s.log_after_startup()))
             .collect()
     }
 }

@@ -10,7 +10,9 @@ use super::{
     delivery, diagnostics,
     unicast::{HTTP_CONNECTIONS, SETTLE},
 };
-use crate::{cli::Scenario, publish, recorder::Recorder, report::Report, usage::Probe};
+use crate::{
+    cli::Scenario, publish, recorder::Recorder, report::Report, stack::Nats, usage::Probe,
+};
 
 /// The namespace every broadcast socket joins.
 pub(super) const NAMESPACE: &str = "bench";
@@ -23,7 +25,18 @@ pub(super) async fn run(
     sockets: usize,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let mut stack = ctx.start_stack(scenario, true).await?;
+    run_on(ctx, scenario.name(), Nats::Single, sockets, report).await
+}
+
+/// The same on `nats`, the stack's logs under `logs`.
+pub(super) async fn run_on(
+    ctx: &Ctx,
+    logs: &str,
+    nats: Nats,
+    sockets: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut stack = ctx.start_stack_on(logs, true, nats).await?;
     let recorder = Arc::new(Recorder::new());
     let result = async {
         let n_sockets = ctx.sockets(sockets);

@@ -54,7 +54,7 @@ pub(crate) async fn connect(
     Ok(fleet)
 }
 
-/// Resident memory of the edges (summed), NATS and this process.
+/// Resident memory of the edges (summed), NATS (every node, summed) and this process.
 #[derive(Debug, Clone, Copy)]
 struct Memory {
     edges: u64,
@@ -68,9 +68,13 @@ impl Memory {
         for pid in stack.edge_pids() {
             edges += procfs::rss_bytes(pid).context("edge memory")?;
         }
+        let mut nats = 0;
+        for pid in stack.nats_pids() {
+            nats += procfs::rss_bytes(pid).context("nats memory")?;
+        }
         Ok(Self {
             edges,
-            nats: procfs::rss_bytes(stack.nats_pid()).context("nats memory")?,
+            nats,
             own: procfs::rss_bytes(std::process::id()).context("own memory")?,
         })
     }

@@ -45,8 +45,7 @@ pub(crate) async fn add(stack: &mut Stack, recorder: Option<&Recorder>, report: 
         report.extra("edge_metrics", counters);
     }
     let mut warnings = Map::new();
-    for (name, path) in stack.logs() {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+    for (name, text) in stack.logs() {
         let flagged: Vec<String> = text
             .lines()
             .map(strip_ansi)

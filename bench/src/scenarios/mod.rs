@@ -3,6 +3,7 @@
 //! included, into its report.
 
 mod broadcast;
+mod cluster;
 mod connect;
 mod delivery;
 mod diagnostics;
@@ -18,7 +19,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     cli::{Args, Scenario},
     report::Report,
-    stack::{Stack, StackOptions},
+    stack::{Nats, Stack, StackOptions},
 };
 
 /// What every scenario needs from the command line.
@@ -40,17 +41,29 @@ impl Ctx {
         }
     }
 
-    /// A fresh stack for `scenario`, its logs in `<out>/logs/<scenario>/`.
+    /// A fresh stack on one nats-server for `scenario`, its logs in `<out>/logs/<scenario>/`.
     pub(crate) async fn start_stack(
         &self,
         scenario: Scenario,
         edges: bool,
     ) -> anyhow::Result<Stack> {
+        self.start_stack_on(scenario.name(), edges, Nats::Single)
+            .await
+    }
+
+    /// A fresh stack on `nats`, its logs in `<out>/logs/<logs>/`.
+    pub(crate) async fn start_stack_on(
+        &self,
+        logs: &str,
+        edges: bool,
+        nats: Nats,
+    ) -> anyhow::Result<Stack> {
         Stack::start(&StackOptions {
             nats_server: self.nats_server.clone(),
             bin_dir: self.bin_dir.clone(),
-            log_dir: self.out.join("logs").join(scenario.name()),
+            log_dir: self.out.join("logs").join(logs),
             edges,
+            nats,
         })
         .await
     }
@@ -88,6 +101,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> Report {
         Scenario::Publisher => publisher::run(ctx, &mut report).await,
         Scenario::NatsIngest => nats_ingest::run(ctx, &mut report).await,
         Scenario::ReconnectStorm => reconnect_storm::run(ctx, &mut report).await,
+        Scenario::Cluster => cluster::run(ctx, &mut report).await,
     };
     if let Err(err) = result {
         report.error = Some(format!("{err:#}"));

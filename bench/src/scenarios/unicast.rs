@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{Ctx, connect::connect, delivery, diagnostics};
-use crate::{cli::Scenario, publish, recorder::Recorder, report::Report, usage::Probe};
+use crate::{
+    cli::Scenario, publish, recorder::Recorder, report::Report, stack::Nats, usage::Probe,
+};
 
 const SOCKETS: usize = 1_000;
 const RATE: f64 = 2_000.0;
@@ -15,7 +17,17 @@ pub(super) const HTTP_CONNECTIONS: usize = 32;
 pub(super) const SETTLE: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
-    let mut stack = ctx.start_stack(Scenario::Unicast, true).await?;
+    run_on(ctx, Scenario::Unicast.name(), Nats::Single, report).await
+}
+
+/// The same on `nats`, the stack's logs under `logs`.
+pub(super) async fn run_on(
+    ctx: &Ctx,
+    logs: &str,
+    nats: Nats,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut stack = ctx.start_stack_on(logs, true, nats).await?;
     let recorder = Arc::new(Recorder::new());
     let result = async {
         let n_sockets = ctx.sockets(SOCKETS);
