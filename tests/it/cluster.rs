@@ -16,7 +16,7 @@ use herald_shared::{
 };
 use herald_tests::{
     WAIT,
-    apps::{TestEdge, TestPublisher, publisher_config_on},
+    apps::{TestEdge, TestPublisher},
     clients::{calendar_event, post_event, service_token},
     cluster::{NatsCluster, wait_for_replicas},
     load::{publish_steadily, settle},
@@ -119,19 +119,16 @@ async fn a_least_privilege_cluster_refuses_and_reports_what_a_user_may_not_do() 
 
 /// `--stream-replicas`: the publisher moves existing streams (and its domain
 /// consumer) to the configured count at start-up, keeping the epoch, and
-/// nothing stored before is lost on the way up or down.
+/// nothing stored before is lost on the way up or down; the publisher's
+/// least-privilege user may do all of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_publisher_moves_its_streams_from_one_replica_to_three_and_back() {
-    let cluster = NatsCluster::start().await;
-    let js = jetstream::new(
-        async_nats::connect(cluster.nodes[1].url.clone())
-            .await
-            .unwrap(),
-    );
+    let cluster = NatsCluster::start_least_privilege().await;
+    let js = cluster.admin().await;
     let mut stored = 0;
     let mut epoch = None;
     for (round, replicas) in [1, 3, 1].into_iter().enumerate() {
-        let mut config = publisher_config_on(&cluster.nodes[0].url);
+        let mut config = cluster.publisher_on(&["n1"]);
         config.stream.replicas = replicas;
         config.ingest.as_mut().unwrap().replicas = replicas;
         let publisher = TestPublisher::spawn_with(config).await;
@@ -188,6 +185,7 @@ async fn the_publisher_moves_its_streams_from_one_replica_to_three_and_back() {
         }
         publisher.stop().await.unwrap();
     }
+    cluster.assert_no_permission_violations();
 }
 
 /// Waits until the domain consumer has `replicas` copies: JetStream moves a
