@@ -171,7 +171,16 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         config.max_rpc_in_flight = 3;
     })
     .await;
-    let answers = Responder::start(&stack.nats, "rpc.calendar.event.rsvp", echo).await;
+    // Echoes, but for event `huge`: over half the socket's 1 MiB queue (an
+    // answer that could cut the caller off as a slow consumer).
+    let answers = Responder::start(&stack.nats, "rpc.calendar.event.rsvp", |seen| {
+        if seen.body["event_id"] == "huge" {
+            Some(RpcReply::ok("x".repeat(512 * 1024)).to_body())
+        } else {
+            echo(seen)
+        }
+    })
+    .await;
     let _silent = Responder::start(&stack.nats, "rpc.calendar.event.update", |_| None).await;
     let _broken = Responder::start(&stack.nats, "rpc.calendar.event.delete", |_| {
         Some(br#"{"error":{"code":"not a code","message":"m"}}"#.to_vec())
@@ -181,6 +190,7 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         Some(RpcReply::error("SLOT_TAKEN", "taken").unwrap().to_body())
     })
     .await;
+
     let token = rpc_token(
         "alice",
         &[
@@ -214,6 +224,7 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         ("4", "calendar.event.update", update.clone(), "RPC_TIMEOUT"),
         ("5", "calendar.event.delete", delete, "RPC_FAILED"),
         ("6", "calendar.event.list", list, "SLOT_TAKEN"),
+        ("6b", "calendar.event.rsvp", rsvp("huge"), "RPC_FAILED"),
     ];
     for (r#ref, method, data, expected) in cases {
         alice.send_json(&rpc(r#ref, method, data)).await;
@@ -281,7 +292,10 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         "FORBIDDEN_METHOD"
     );
     assert!(
-        answers.seen().iter().all(|s| s.body["event_id"] == "e1"),
+        answers
+            .seen()
+            .iter()
+            .all(|s| s.body["event_id"] == "e1" || s.body["event_id"] == "huge"),
         "only alice's valid call reached the service"
     );
     // Every call counted once by method and outcome; a name not registered
@@ -300,11 +314,12 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
     assert_eq!(calls("calendar.event.rsvp", "FORBIDDEN_METHOD"), 2.0);
     assert_eq!(calls("calendar.event.list", "service_error"), 1.0);
     assert_eq!(calls("calendar.event.delete", "RPC_FAILED"), 1.0);
+    assert_eq!(calls("calendar.event.rsvp", "RPC_FAILED"), 1.0);
     assert_eq!(calls("calendar.event.create", "VALIDATION_FAILED"), 1.0);
     assert_eq!(calls("calendar.event.create", "RPC_UNAVAILABLE"), 1.0);
     assert!(!metrics.text.contains("calendar.event.nope"));
     let sent = metrics.sum("herald_edge_rpc_latency_seconds_count", &[]);
-    assert_eq!(sent, 8.0, "a latency for each call sent to NATS");
+    assert_eq!(sent, 9.0, "a latency for each call sent to NATS");
 
     // A ref-less call is a bad frame (no answer could name it).
     carol

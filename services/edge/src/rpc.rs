@@ -163,7 +163,21 @@ impl Call {
             .nats
             .send_request(rpc_subject(self.method).to_string(), request)
             .await;
+        // Half the socket's queue: an answer that would fill it would cut the
+        // caller off as a slow consumer; it fails alone instead.
+        let max_bytes = self.state.config.outbound_queue_bytes / 2;
         let (reply, outcome) = match sent {
+            Ok(message) if message.payload.len() > max_bytes => {
+                tracing::warn!(
+                    bytes = message.payload.len(),
+                    "A service's answer is too large."
+                );
+                let error = RpcError::herald(
+                    ErrorCode::RpcFailed,
+                    format!("the service's answer is over {max_bytes} bytes"),
+                );
+                (RpcReply::Error(error), Outcome::Edge(ErrorCode::RpcFailed))
+            }
             Ok(message) => answer(&message.payload),
             Err(err) => {
                 let code = match err.kind() {
