@@ -591,3 +591,63 @@ async fn a_thousand_calls_from_a_hundred_sockets_through_two_edges_to_two_replic
         "no call reached the services twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_while_the_edge_has_no_nats_is_unavailable_at_once_and_never_sent_later() {
+    // Arrange
+    let stack = stack(1, |config| config.rpc_timeout = Duration::from_secs(5)).await;
+    let token = rpc_token("alice", &["calendar.*"]);
+    let (mut alice, _) =
+        WsClient::connect_welcomed(&stack.edge().ws_url(&format!("token={token}"))).await;
+    let Stack {
+        publisher,
+        edges,
+        mut nats,
+    } = stack;
+    let metrics_url = format!("http://{}", edges[0].addr);
+    nats.kill();
+    herald_tests::metrics::wait_for(&metrics_url, "herald_edge_nats_connected", &[], |v| {
+        v == 0.0
+    })
+    .await;
+
+    // Act
+    let started = std::time::Instant::now();
+    alice
+        .send_json(&rpc("1", "calendar.event.rsvp", rsvp("e1")))
+        .await;
+    let (reply, _) = result_of(&mut alice, "1").await;
+
+    // Assert: at once, not after --rpc-timeout-ms; and nothing reaches a
+    // service once NATS is back.
+    assert_eq!(code(&reply), "RPC_UNAVAILABLE");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    nats.restart();
+    let responder = Responder::start(&nats, "rpc.>", echo).await;
+    herald_tests::metrics::wait_for(&metrics_url, "herald_edge_nats_connected", &[], |v| {
+        v == 1.0
+    })
+    .await;
+    alice
+        .send_json(&rpc("2", "calendar.event.rsvp", rsvp("e2")))
+        .await;
+    assert!(matches!(
+        result_of(&mut alice, "2").await.0,
+        RpcReply::Result(_)
+    ));
+    let seen: Vec<Value> = responder
+        .seen()
+        .into_iter()
+        .map(|s| s.body["event_id"].clone())
+        .collect();
+    assert_eq!(
+        seen,
+        [json!("e2")],
+        "the call refused while disconnected was never sent"
+    );
+    drop((publisher, edges));
+}

@@ -152,6 +152,17 @@ impl Call {
     /// Sends the request and maps whatever comes back to a reply; runs in
     /// the call's `rpc` span, whose context the request carries on.
     async fn run(mut self) -> RpcReply {
+        if self.state.nats.connection_state() != async_nats::connection::State::Connected {
+            // async-nats would buffer the request and send it on reconnect: the
+            // service would then act on a call its caller saw time out.
+            let code = ErrorCode::RpcUnavailable;
+            let error = RpcError::herald(code, "the edge is not connected to NATS; retry later");
+            tracing::Span::current().record("outcome", code.as_str());
+            self.state
+                .metrics
+                .rpc_finished(Some(self.method), Outcome::Edge(code), None);
+            return RpcReply::Error(error);
+        }
         trace_context::inject(&mut self.headers);
         let started = Instant::now();
         let request = async_nats::Request::new()
