@@ -56,7 +56,7 @@ pub(crate) enum Outcome {
 
 impl Calls {
     /// Starts a call of `method` (the frame's string), answered later through
-    /// `outbox`; or refuses it at once, returning the frame to send.
+    /// `outbox`; or refuses it at once, returning the reply to send.
     pub(crate) fn start(
         &mut self,
         state: &AppState,
