@@ -7,7 +7,7 @@ use herald_shared::{
     session_control::REVOCATIONS_BUCKET,
     stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
     subject::{
-        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS,
+        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS, RPC_SUBJECTS,
         SESSION_CONTROL_SUBJECTS, direct_get_subject,
     },
 };
@@ -38,12 +38,16 @@ pub struct Permissions {
     pub publish: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
+    /// May answer the requests it receives (once each, on their reply
+    /// subject) without publish rights on anyone's inbox.
+    pub allow_responses: bool,
 }
 
 /// The edge: reads the notification stream's info (its epoch, its last seq),
 /// reads history by direct get, and takes the republished live copies; takes
 /// the session-control messages and watches the revocations bucket (an
-/// ordered consumer: created, recreated after a gap, flow-controlled).
+/// ordered consumer: created, recreated after a gap, flow-controlled);
+/// sends clients' calls to `rpc.>` (answers come back to its inbox).
 pub fn edge() -> Permissions {
     let revocations = revocations_stream();
     Permissions {
@@ -57,12 +61,14 @@ pub fn edge() -> Permissions {
             format!("$JS.API.CONSUMER.CREATE.{revocations}.>"),
             format!("$JS.API.CONSUMER.DELETE.{revocations}.>"),
             format!("$JS.FC.{revocations}.>"),
+            RPC_SUBJECTS.into(),
         ],
         subscribe: vec![
             LIVE_SUBJECTS.into(),
             SESSION_CONTROL_SUBJECTS.into(),
             inboxes("edge"),
         ],
+        allow_responses: false,
     }
 }
 
@@ -104,15 +110,20 @@ pub fn publisher() -> Permissions {
         user: "publisher",
         publish,
         subscribe: vec![inboxes("publisher")],
+        allow_responses: false,
     }
 }
 
-/// A domain service: publishes domain events and reads the stream's acks.
+/// A domain service: publishes domain events and reads the stream's acks;
+/// answers clients' calls on `rpc.>` (only edges may publish there, so it
+/// can trust `Herald-User`), replying through `allow_responses`: a grant to
+/// publish on `_INBOX_edge.>` would let it forge the edge's JetStream answers.
 pub fn domain_service() -> Permissions {
     Permissions {
         user: "domain-service",
         publish: vec![DOMAIN_SUBJECTS.into()],
-        subscribe: vec![inboxes("domain-service")],
+        subscribe: vec![RPC_SUBJECTS.into(), inboxes("domain-service")],
+        allow_responses: true,
     }
 }
 
@@ -159,11 +170,13 @@ fn accounts_config(with_admin: bool) -> String {
         .map(|p| {
             format!(
                 "      {{ user: \"{user}\", password: \"{password}\", permissions: {{ \
-                 publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }} }} }}",
+                 publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }}, \
+                 allow_responses: {responses} }} }}",
                 user = p.user,
                 password = password(p.user),
                 publish = quoted(&p.publish),
                 subscribe = quoted(&p.subscribe),
+                responses = p.allow_responses,
             )
         })
         .chain(with_admin.then(|| {
@@ -208,8 +221,13 @@ pub fn readme_table() -> String {
     };
     let mut table = String::from("| user | publish | subscribe |\n| --- | --- | --- |\n");
     for p in all() {
+        let responses = if p.allow_responses {
+            " and the reply subjects of requests it receives (`allow_responses`)"
+        } else {
+            ""
+        };
         table.push_str(&format!(
-            "| `{}` | {} | {} |\n",
+            "| `{}` | {}{responses} | {} |\n",
             p.user,
             code(&p.publish),
             code(&p.subscribe)
