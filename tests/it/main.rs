@@ -20,6 +20,7 @@ mod jwks;
 mod metrics;
 mod nats_auth;
 mod production;
+mod publish_batch;
 mod publish_http;
 mod publisher_limits;
 mod replay_bounds;
