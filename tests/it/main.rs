@@ -26,6 +26,7 @@ mod publisher_limits;
 mod replay_bounds;
 mod resume;
 mod schemas;
+mod service_tokens;
 mod sessions;
 mod slow_clients;
 mod sse;

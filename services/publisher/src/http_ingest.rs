@@ -127,9 +127,8 @@ pub(crate) async fn authorize(
             )
         })?;
     let claims: ServiceClaims = state
-        .config
-        .keys
-        .verify(token, &state.config.expect)
+        .service_tokens
+        .verify(&state.config.keys, token, &state.config.expect)
         .await
         .map_err(|err| ApiError::new(err.code(), err.to_string()))?;
     if !claims.has_scope(scope) {
