@@ -12,6 +12,7 @@ use herald_tests::{
     WAIT,
     apps::Stack,
     clients::{Answer, WsClient, calendar_event, service_token, user_token},
+    metrics::scrape,
 };
 use serde_json::json;
 
@@ -161,6 +162,25 @@ async fn each_event_gets_its_own_status_and_the_valid_ones_are_delivered_once_in
     for expected in [("e1", 1), ("e2", 2), ("e3", 4), ("marker", 6)] {
         let got = next_event(&mut alice).await;
         assert_eq!((got.0.as_str(), got.1), expected, "exactly once, in order");
+    }
+
+    // Counted per event, as single publishes are: two batches and the marker.
+    let scraped = scrape(&url).await;
+    for (result, n) in [
+        ("accepted", 4.0),
+        ("duplicate", 5.0),
+        ("rejected", 10.0),
+        ("failed", 0.0),
+    ] {
+        assert_eq!(
+            scraped.sum(
+                "herald_publisher_events_total",
+                &[("result", result), ("source", "http")]
+            ),
+            n,
+            "{result}: {}",
+            scraped.text
+        );
     }
 }
 
