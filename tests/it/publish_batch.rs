@@ -378,3 +378,34 @@ async fn nats_down_answers_every_event_503_and_a_retry_after_it_is_back_stores_e
     assert_eq!(seqs(&retried, false), (1..=10).collect::<Vec<u64>>());
     assert_eq!(seqs(&again, true), (1..=10).collect::<Vec<u64>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_services_quota_the_rest_of_a_batch_is_429_each_with_retry_after() {
+    let nats = herald_tests::nats::NatsServer::start();
+    let mut config = herald_tests::apps::publisher_config(&nats);
+    config.limits.quota_events_per_sec = 3;
+    let publisher = herald_tests::apps::TestPublisher::spawn_with(config).await;
+    let items: Vec<String> = (0..10)
+        .map(|i| calendar_event(&format!("q-{i}"), &["u_1"], &[]).to_string())
+        .collect();
+
+    let results = results(post_batch(&publisher.url(), batch_of(&items)).await);
+
+    let mut seqs = Vec::new();
+    for result in &results {
+        match &result.outcome {
+            BatchOutcome::Accepted(accepted) => seqs.push(accepted.published[0].seq),
+            BatchOutcome::Refused(error) => {
+                assert_eq!((result.status, error.code.as_str()), (429, "RATE_LIMITED"));
+                assert_eq!(result.retry_after, Some(1));
+            }
+        }
+    }
+    assert!(seqs.len() >= 3, "one second's worth passes: {results:?}");
+    assert!(seqs.len() < 10, "the quota holds: {results:?}");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<u64>>(),
+        "only the accepted ones were stored, in order"
+    );
+}
