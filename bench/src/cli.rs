@@ -44,6 +44,9 @@ pub enum Scenario {
     Saturation,
     /// No sockets: 64 HTTP clients posting as fast as they can.
     Publisher,
+    /// No sockets: 64 HTTP clients posting batches of 100 events as fast as they can.
+    #[value(name = "publisher-batch")]
+    PublisherBatch,
     /// 50,000 domain events published to NATS, consumed by the publisher.
     NatsIngest,
     /// 10,000 sockets close at once, miss events, and resume with their cursors at once.
@@ -54,13 +57,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Idle,
         Scenario::Unicast,
         Scenario::Broadcast1k,
         Scenario::Broadcast5k,
         Scenario::Saturation,
         Scenario::Publisher,
+        Scenario::PublisherBatch,
         Scenario::NatsIngest,
         Scenario::ReconnectStorm,
         Scenario::Cluster,
@@ -75,6 +79,7 @@ impl Scenario {
             Scenario::Broadcast5k => "broadcast-5k",
             Scenario::Saturation => "saturation",
             Scenario::Publisher => "publisher",
+            Scenario::PublisherBatch => "publisher-batch",
             Scenario::NatsIngest => "nats-ingest",
             Scenario::ReconnectStorm => "reconnect-storm",
             Scenario::Cluster => "cluster",

@@ -1,6 +1,7 @@
 //! Publishing over HTTP as a domain service would: `POST /v1/events` with a bearer service
 //! token over a pool of keep-alive connections, either at a fixed offered rate (`paced`) or as
-//! fast as a number of clients can (`closed_loop`). Every event's `id` carries its publish
+//! fast as a number of clients can (`closed_loop`, or `closed_loop_batches` over
+//! `POST /v1/events/batch`). Every event's `id` carries its publish
 //! instant (see `clock`), taken just before its request is sent.
 
 use std::{
@@ -124,17 +125,77 @@ impl HttpPublisher {
                 tally.accepted += 1;
                 tally.http_latency_us.saturating_record(elapsed_us.max(1));
             }
-            Err((kind, body)) => {
-                *tally.errors.entry(kind.clone()).or_default() += 1;
-                if tally.first_error.is_none() {
-                    tally.first_error = Some(format!(
-                        "{kind}: {}",
-                        body.chars().take(300).collect::<String>()
-                    ));
-                }
-            }
+            Err((kind, body)) => tally.error(kind, &body),
         }
     }
+
+    /// Posts events `k0 .. k0 + n` in one `POST /v1/events/batch` and records each event's
+    /// outcome in `tally` (a refused batch: every event under its status); the round trip is
+    /// recorded once, when some event was accepted.
+    async fn post_batch(&self, k0: u64, n: u64, audience: &AudienceFn, tally: &Mutex<Tally>) {
+        let sent_ns = clock::now_ns();
+        let events: Vec<String> = (k0..k0 + n)
+            .map(|k| {
+                let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+                envelope(&clock::event_id(sent_ns, counter), &audience(k))
+            })
+            .collect();
+        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+        let response = self
+            .client
+            .post(format!("{}/batch", self.url))
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        // Per event: `Ok` or (kind, body); read the body in every case, so the connection goes
+        // back to the pool.
+        let outcomes: Vec<Result<(), (String, String)>> = match response {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                match serde_json::from_str::<BatchAnswer>(&body) {
+                    Ok(answer) if status == 200 => answer
+                        .results
+                        .into_iter()
+                        .map(
+                            |result| match result.get("status").and_then(|s| s.as_u64()) {
+                                Some(202) => Ok(()),
+                                other => Err((
+                                    other.map_or("no status".into(), |s| s.to_string()),
+                                    result.to_string(),
+                                )),
+                            },
+                        )
+                        .collect(),
+                    _ => vec![Err((status.to_string(), body)); n as usize],
+                }
+            }
+            Err(err) => vec![Err(("transport".to_owned(), err.to_string())); n as usize],
+        };
+        let elapsed_us = clock::now_ns().saturating_sub(sent_ns) / 1000;
+        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut any_accepted = false;
+        for outcome in outcomes {
+            match outcome {
+                Ok(()) => {
+                    tally.accepted += 1;
+                    any_accepted = true;
+                }
+                Err((kind, body)) => tally.error(kind, &body),
+            }
+        }
+        if any_accepted {
+            tally.http_latency_us.saturating_record(elapsed_us.max(1));
+        }
+    }
+}
+
+/// The `200` body of `POST /v1/events/batch`, read only as far as each result's `status`.
+#[derive(Debug, serde::Deserialize)]
+struct BatchAnswer {
+    results: Vec<serde_json::Value>,
 }
 
 /// Offers `rate` events per second for `duration`, on a schedule computed from the start time
@@ -208,6 +269,45 @@ pub(crate) async fn closed_loop(
     tally
 }
 
+/// `clients` loops, each posting its next batch of `batch_size` events as soon as the last is
+/// answered, for `duration`; loop `i` posts through `publishers[i % publishers.len()]`.
+pub(crate) async fn closed_loop_batches(
+    publishers: &[Arc<HttpPublisher>],
+    clients: usize,
+    batch_size: u64,
+    duration: Duration,
+    audience: AudienceFn,
+) -> Tally {
+    let tally = Arc::new(Mutex::new(Tally::new()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let loops: Vec<_> = (0..clients)
+        .map(|i| {
+            let (publisher, tally, audience, sent) = (
+                publishers[i % publishers.len()].clone(),
+                tally.clone(),
+                audience.clone(),
+                sent.clone(),
+            );
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let k0 = sent.fetch_add(batch_size, Ordering::Relaxed);
+                    publisher
+                        .post_batch(k0, batch_size, &audience, &tally)
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for handle in loops {
+        let _ = handle.await;
+    }
+    let mut tally = take(&tally);
+    tally.sent = sent.load(Ordering::Relaxed);
+    tally.finished = Instant::now();
+    tally
+}
+
 /// Waits for the requests still in flight, then closes the tally.
 async fn finish(
     tally: Arc<Mutex<Tally>>,
@@ -239,6 +339,17 @@ impl Tally {
             started: now,
             finished: now,
         }
+    }
+
+    /// One event refused (or lost in transport) with `kind`; the first one's body is kept.
+    fn error(&mut self, kind: String, body: &str) {
+        if self.first_error.is_none() {
+            self.first_error = Some(format!(
+                "{kind}: {}",
+                body.chars().take(300).collect::<String>()
+            ));
+        }
+        *self.errors.entry(kind).or_default() += 1;
     }
 
     pub(crate) fn n_errors(&self) -> u64 {

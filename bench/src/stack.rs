@@ -217,6 +217,19 @@ impl Stack {
         )?))
     }
 
+    /// A client of the publisher that posts as the service `sub`.
+    pub(crate) fn http_publisher_as(
+        &self,
+        sub: &str,
+        connections: usize,
+    ) -> anyhow::Result<Arc<HttpPublisher>> {
+        Ok(Arc::new(HttpPublisher::new(
+            &self.publisher_url,
+            &self.keys.service_token_for(sub)?,
+            connections,
+        )?))
+    }
+
     /// Every server process by name, edges first.
     pub(crate) fn server_pids(&self) -> Vec<(String, u32)> {
         let mut pids: Vec<(String, u32)> = self

@@ -50,9 +50,15 @@ impl Keys {
 
     /// A publisher token with the `events:publish` scope.
     pub(crate) fn service_token(&self) -> anyhow::Result<String> {
+        self.service_token_for("herald-bench")
+    }
+
+    /// A publisher token with the `events:publish` scope for the service `sub` (the publisher's
+    /// quota is per `sub`).
+    pub(crate) fn service_token_for(&self, sub: &str) -> anyhow::Result<String> {
         let now = unix_now();
         self.sign(&json!({
-            "sub": "herald-bench", "aud": "herald-publisher", "iat": now,
+            "sub": sub, "aud": "herald-publisher", "iat": now,
             "exp": now + TOKEN_TTL_SECS, "scope": "events:publish",
         }))
     }

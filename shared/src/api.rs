@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     channel::Channel,
+    envelope::Envelope,
     error_code::{ErrorBody, ErrorCode, FieldError},
     ids::EventId,
     timestamp::Timestamp,
@@ -29,6 +30,70 @@ pub struct PublishedChannel {
     pub channel: Channel,
     /// The notification's sequence in the stream: the client's resume cursor.
     pub seq: u64,
+}
+
+/// The body of `POST /v1/events/batch`: 1–100 envelopes, at most 1 MiB in all
+/// (`herald_shared::envelope::{MAX_BATCH_EVENTS, MAX_BATCH_BYTES}`).
+///
+/// Each envelope is validated, deduplicated and stored on its own; the
+/// publisher splits the body with `envelope::split_batch` rather than
+/// deserializing this type, so that one bad envelope is answered on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatch {
+    #[schemars(length(min = 1, max = 100))]
+    pub events: Vec<Envelope>,
+}
+
+/// The `200 OK` body of `POST /v1/events/batch`: one result per event, in
+/// the order of the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PublishBatchResults {
+    pub results: Vec<BatchResult>,
+}
+
+/// What became of one event of a batch: what `POST /v1/events` would have
+/// answered for it alone, its status included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchResult {
+    /// The HTTP status a single publish of this event would have had: 202
+    /// when stored (or a duplicate), else its error code's status.
+    pub status: u16,
+    #[serde(flatten)]
+    pub outcome: BatchOutcome,
+    /// For a retryable refusal (`NATS_UNAVAILABLE`, `RATE_LIMITED`): the
+    /// seconds to wait before sending the event again with the same `id`,
+    /// as a single publish's `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+/// The body of one [`BatchResult`]: the 202 body or the error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BatchOutcome {
+    Accepted(PublishAccepted),
+    Refused(ErrorBody),
+}
+
+impl BatchResult {
+    /// The event was stored (or had been: a duplicate).
+    pub fn accepted(accepted: PublishAccepted) -> Self {
+        Self {
+            status: 202,
+            outcome: BatchOutcome::Accepted(accepted),
+            retry_after: None,
+        }
+    }
+
+    /// The event was refused with `error`; `retry_after` for a retryable one.
+    pub fn refused(error: ErrorBody, retry_after: Option<u64>) -> Self {
+        Self {
+            status: error.code.http_status(),
+            outcome: BatchOutcome::Refused(error),
+            retry_after,
+        }
+    }
 }
 
 /// A domain message the publisher refused, as stored in the dead-letter stream
@@ -114,6 +179,27 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_result_is_the_single_body_plus_its_status() {
+        let accepted = BatchResult::accepted(PublishAccepted {
+            id: EventId::parse("e1").unwrap(),
+            duplicate: false,
+            published: vec![],
+        });
+        let refused =
+            BatchResult::refused(ErrorBody::new(ErrorCode::NatsUnavailable, "down"), Some(1));
+        let json = serde_json::to_value([&accepted, &refused]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"status": 202, "id": "e1", "duplicate": false, "published": []},
+                {"status": 503, "code": "NATS_UNAVAILABLE", "message": "down", "retry_after": 1},
+            ])
+        );
+        let back: Vec<BatchResult> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, [accepted, refused]);
+    }
 
     #[test]
     fn dead_letters_keep_the_payload_as_text_or_base64() {

@@ -1,6 +1,7 @@
 //! The event envelope domain services send, its validation, and the
 //! notification stored per recipient channel.
 
+mod batch;
 mod json;
 
 use std::collections::HashSet;
@@ -20,6 +21,8 @@ use crate::{
 
 /// The largest body `POST /v1/events` takes, and the largest domain message.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+pub use batch::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS, split_batch};
 
 /// The body of `POST /v1/events`, and of a domain message on `domain.<type>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, JsonSchema)]

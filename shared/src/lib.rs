@@ -26,4 +26,5 @@ pub mod subject;
 pub mod telemetry;
 pub mod text;
 pub mod timestamp;
+pub mod token_cache;
 pub mod trace_context;

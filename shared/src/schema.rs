@@ -7,7 +7,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value};
 
 use crate::{
-    api::{DeadLetter, PublishAccepted},
+    api::{DeadLetter, PublishAccepted, PublishBatch, PublishBatchResults},
     envelope::{Envelope, Notification},
     error_code::ErrorBody,
     events::EventType,
@@ -27,6 +27,14 @@ pub fn all() -> Vec<(String, Value)> {
         (
             "publish-accepted.json".to_string(),
             root::<PublishAccepted>("PublishAccepted"),
+        ),
+        (
+            "publish-batch.json".to_string(),
+            root::<PublishBatch>("PublishBatch"),
+        ),
+        (
+            "publish-batch-results.json".to_string(),
+            root::<PublishBatchResults>("PublishBatchResults"),
         ),
         (
             "dead-letter.json".to_string(),

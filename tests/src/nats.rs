@@ -88,7 +88,18 @@ impl NatsServer {
     /// Kills the server (SIGKILL) and starts it again on the same port and
     /// store, as an operator's restart or a crash would.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills the server (SIGKILL), keeping its store and port for
+    /// [`NatsServer::start_again`]: NATS down for as long as a test needs.
+    pub fn stop(&mut self) {
         self.kill();
+    }
+
+    /// Starts a stopped server again on the same port and store.
+    pub fn start_again(&mut self) {
         let port = self
             .url
             .rsplit(':')

@@ -10,6 +10,7 @@ mod diagnostics;
 mod idle;
 mod nats_ingest;
 mod publisher;
+mod publisher_batch;
 mod reconnect_storm;
 mod saturation;
 mod unicast;
@@ -99,6 +100,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> Report {
         Scenario::Broadcast5k => broadcast::run(ctx, scenario, 5_000, &mut report).await,
         Scenario::Saturation => saturation::run(ctx, &mut report).await,
         Scenario::Publisher => publisher::run(ctx, &mut report).await,
+        Scenario::PublisherBatch => publisher_batch::run(ctx, &mut report).await,
         Scenario::NatsIngest => nats_ingest::run(ctx, &mut report).await,
         Scenario::ReconnectStorm => reconnect_storm::run(ctx, &mut report).await,
         Scenario::Cluster => cluster::run(ctx, &mut report).await,

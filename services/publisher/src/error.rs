@@ -31,6 +31,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error body and its `Retry-After` seconds, if any.
+    pub(crate) fn into_parts(self) -> (ErrorBody, Option<u64>) {
+        (self.body, self.retry_after_secs)
+    }
+}
+
 impl From<ErrorBody> for ApiError {
     fn from(body: ErrorBody) -> Self {
         let retry_after_secs = body.code.is_retryable().then_some(DEFAULT_RETRY_AFTER_SECS);

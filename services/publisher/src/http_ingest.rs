@@ -6,7 +6,7 @@ use std::time::Instant;
 use async_nats::connection::State as NatsState;
 use axum::{
     Json,
-    body::{Body, to_bytes},
+    body::{Body, Bytes, to_bytes},
     extract::State,
     http::{HeaderMap, StatusCode, header},
 };
@@ -51,22 +51,7 @@ async fn accept_event(
     let mut outcome = state.metrics.event(Source::Http);
     let claims = authorize(&state, &headers, PUBLISH_SCOPE).await?;
     require_json(&headers)?;
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("body exceeds {MAX_ENVELOPE_BYTES} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    if declared.is_some_and(|len: usize| len > MAX_ENVELOPE_BYTES) {
-        return Err(too_large());
-    }
-    // A body without Content-Length (chunked) is cut off at the limit too.
-    let bytes = to_bytes(body, MAX_ENVELOPE_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = read_body(&headers, body, MAX_ENVELOPE_BYTES).await?;
 
     let parsing = Instant::now();
     let event = parse_event(&bytes).map_err(|refused| {
@@ -142,9 +127,8 @@ pub(crate) async fn authorize(
             )
         })?;
     let claims: ServiceClaims = state
-        .config
-        .keys
-        .verify(token, &state.config.expect)
+        .service_tokens
+        .verify(&state.config.keys, token, &state.config.expect)
         .await
         .map_err(|err| ApiError::new(err.code(), err.to_string()))?;
     if !claims.has_scope(scope) {
@@ -154,6 +138,29 @@ pub(crate) async fn authorize(
         ));
     }
     Ok(claims)
+}
+
+/// The body, refused with `PAYLOAD_TOO_LARGE` when over `limit` bytes: by
+/// its `Content-Length` before reading, and while reading (a chunked body, or
+/// one longer than it said).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("body exceeds {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|len: usize| len > limit) {
+        return Err(too_large());
+    }
+    to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
 pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

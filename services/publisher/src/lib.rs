@@ -1,11 +1,12 @@
 //! herald-publisher: validates domain events and stores one notification per
 //! recipient channel in the JetStream notification stream.
 //!
-//! `run` serves `POST /v1/events` and consumes domain events from NATS
+//! `run` serves `POST /v1/events` (and `/v1/events/batch`) and consumes domain events from NATS
 //! (`domain.>`) until its shutdown future completes; then it stops taking
 //! work, finishes in-flight requests and the domain message in hand, and
 //! drains its NATS connection.
 
+mod batch_ingest;
 pub mod config;
 mod cors;
 mod error;
@@ -135,6 +136,7 @@ fn router(state: AppState) -> Router {
     let dev_mode = state.config.dev_mode;
     let router = Router::new()
         .route("/v1/events", post(http_ingest::post_event))
+        .route("/v1/events/batch", post(batch_ingest::post_batch))
         .route("/v1/users/{user}/disconnect", post(sessions::disconnect))
         .route("/v1/users/{user}/unsubscribe", post(sessions::unsubscribe))
         .route("/healthz", get(ops::healthz))

@@ -7,7 +7,7 @@ use async_nats::{
     jetstream::{self, context::PublishAckFuture},
 };
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt, future, stream};
+use futures_util::{StreamExt, TryStreamExt, future, stream, stream::FuturesOrdered};
 use herald_shared::{
     api::{PublishAccepted, PublishedChannel},
     channel::Channel,
@@ -103,6 +103,78 @@ pub(crate) async fn send(
         let acks = future::try_join_all(acks).await?;
         Ok(accepted(id, acks))
     })
+}
+
+/// Stores every event of `events`, in order, as one pipeline: the messages of
+/// all of them are sent without waiting for acks, at most `window` acks
+/// outstanding at any time (the oldest is awaited before another goes out),
+/// so a batch costs about one round trip rather than one per event. Each
+/// event's result is its own: a failed store fails that event only.
+///
+/// Sending in order on one connection means JetStream stores the events in
+/// the order given, and a repeated id later in `events` is a duplicate of the
+/// earlier one.
+pub(crate) async fn publish_all(
+    jetstream: &jetstream::Context,
+    events: &[&ValidEvent],
+    window: usize,
+) -> Vec<Result<PublishAccepted, PublishError>> {
+    let window = window.max(1);
+    let mut stored: Vec<Stored> = events
+        .iter()
+        .map(|event| Ok(Vec::with_capacity(event.channels.len())))
+        .collect();
+    let mut in_flight = FuturesOrdered::new();
+    for (i, event) in events.iter().enumerate() {
+        let messages = match messages(event) {
+            Ok(messages) => messages,
+            Err(err) => {
+                stored[i] = Err(err);
+                continue;
+            }
+        };
+        for message in messages {
+            while in_flight.len() >= window {
+                let Some(done) = in_flight.next().await else {
+                    break;
+                };
+                record(&mut stored, done);
+            }
+            match message.send(jetstream).await {
+                Ok(ack) => in_flight.push_back(async move { (i, ack.await) }),
+                Err(err) => {
+                    // The rest of this event is not sent: it fails as a whole
+                    // and is retried as a whole, with the same id.
+                    stored[i] = Err(err);
+                    break;
+                }
+            }
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        record(&mut stored, done);
+    }
+    events
+        .iter()
+        .zip(stored)
+        .map(|(event, acks)| acks.map(|acks| accepted(event.id.clone(), acks)))
+        .collect()
+}
+
+/// Per event of a batch: its channels' acks so far, in channel order, or its
+/// first failure.
+type Stored = Result<Vec<(PublishedChannel, bool)>, PublishError>;
+
+/// Adds the ack of one message of event `i` to what it has stored.
+fn record(
+    stored: &mut [Stored],
+    (i, ack): (usize, Result<(PublishedChannel, bool), PublishError>),
+) {
+    match (&mut stored[i], ack) {
+        (Ok(acks), Ok(ack)) => acks.push(ack),
+        (Ok(_), Err(err)) => stored[i] = Err(err),
+        (Err(_), _) => {}
+    }
 }
 
 /// One notification to store: its channel, subject, headers and payload.

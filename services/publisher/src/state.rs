@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream;
+use herald_shared::{jwt::ServiceClaims, token_cache::TokenCache};
 
 use crate::{config::Config, metrics::Metrics, quota::Quotas};
 
@@ -18,6 +19,9 @@ pub(crate) struct AppState {
     pub(crate) quotas: Arc<Quotas>,
     /// The revocations bucket the session API writes.
     pub(crate) revocations: jetstream::kv::Store,
+    /// Service tokens verified before: a service sends the same token with
+    /// every request, and verifying it is most of a publish's token cost.
+    pub(crate) service_tokens: Arc<TokenCache<ServiceClaims>>,
 }
 
 impl AppState {
@@ -35,6 +39,7 @@ impl AppState {
             jetstream,
             metrics,
             revocations,
+            service_tokens: Arc::default(),
         }
     }
 }
