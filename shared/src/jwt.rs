@@ -73,6 +73,10 @@ pub struct UserClaims {
     /// Namespaces the user may join: exact names, or prefixes ending in `*`.
     #[serde(default)]
     pub ns: Vec<String>,
+    /// Namespaces whose presence the user may see: exact names, or prefixes
+    /// ending in `*`.
+    #[serde(default)]
+    pub presence: Vec<String>,
 }
 
 /// The claims of a service token (publisher).
@@ -92,6 +96,9 @@ pub const PUBLISH_SCOPE: &str = "events:publish";
 /// The scope a service token needs to disconnect users, revoke their tokens
 /// and take namespaces from their connections (the session API).
 pub const SESSIONS_SCOPE: &str = "sessions:manage";
+
+/// The scope a service token needs to read a namespace's presence.
+pub const PRESENCE_SCOPE: &str = "presence:read";
 
 // === impl TokenError ===
 
@@ -120,11 +127,12 @@ impl ServiceClaims {
 impl UserClaims {
     /// Whether the `ns` claim lets this user join `namespace`.
     pub fn allows(&self, namespace: &Namespace) -> bool {
-        let name = namespace.as_str();
-        self.ns.iter().any(|grant| match grant.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => grant == name,
-        })
+        grants(&self.ns, namespace)
+    }
+
+    /// Whether the `presence` claim lets this user see who is in `namespace`.
+    pub fn allows_presence(&self, namespace: &Namespace) -> bool {
+        grants(&self.presence, namespace)
     }
 
     /// Refuses a token with more than `max` namespace grants: a socket keeps
@@ -139,8 +147,23 @@ impl UserClaims {
                 self.ns.len()
             )));
         }
+        if self.presence.len() > max {
+            return Err(TokenError::Invalid(format!(
+                "the token carries {} presence grants; at most {max} are allowed",
+                self.presence.len()
+            )));
+        }
         Ok(())
     }
+}
+
+/// Whether a list of grants (exact names, or prefixes ending in `*`) names `namespace`.
+fn grants(list: &[String], namespace: &Namespace) -> bool {
+    let name = namespace.as_str();
+    list.iter().any(|grant| match grant.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => grant == name,
+    })
 }
 
 // === impl KeySet ===

@@ -7,7 +7,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value};
 
 use crate::{
-    api::{DeadLetter, PublishAccepted},
+    api::{DeadLetter, PresenceBody, PublishAccepted},
     envelope::{Envelope, Notification},
     error_code::ErrorBody,
     events::EventType,
@@ -26,6 +26,10 @@ pub fn all() -> Vec<(String, Value)> {
         (
             "publish-accepted.json".to_string(),
             root::<PublishAccepted>("PublishAccepted"),
+        ),
+        (
+            "presence.json".to_string(),
+            root::<PresenceBody>("PresenceBody"),
         ),
         (
             "dead-letter.json".to_string(),

@@ -62,6 +62,7 @@ pub fn publisher_config_on(nats_url: &str) -> herald_publisher::Config {
         }),
         max_token_lifetime: Duration::from_secs(3600),
         dev_mode: false,
+        presence_max_members: 1000,
     }
 }
 
@@ -103,6 +104,8 @@ pub fn edge_config_on(nats_url: &str, node_id: &str) -> herald_edge::Config {
         // Used only when a test turns `dev_mode` on.
         dev_secret: Some(herald_shared::secret::Secret::new(TEST_SECRET)),
         dev_publisher_url: "http://127.0.0.1:8090".into(),
+        presence_ttl: Duration::from_secs(30),
+        presence_max_members: 1000,
     }
 }
 

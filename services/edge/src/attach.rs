@@ -23,6 +23,7 @@ use crate::{
     frame::Slot,
     hub::{JoinError, MemberId},
     outbox::Outbox,
+    presence::{Here, Watching},
     replay::{Cursor, Replay, Replays},
     state::AppState,
 };
@@ -54,6 +55,11 @@ pub(crate) struct Attachment {
     /// Cancelled by a replay that could not read the stream: the connection
     /// must end.
     failed: CancellationToken,
+    user: UserId,
+    /// The user's presence in each joined namespace.
+    present: Vec<Here>,
+    /// The namespaces whose `presence_diff` frames this connection gets.
+    watching: Vec<Watching>,
 }
 
 /// The channels a connection starts with: the user's own, then the namespaces.
@@ -76,8 +82,16 @@ pub(crate) fn start_seq(cursor: Option<&Cursor>, epoch: &str, joined_at: u64) ->
 
 impl Attachment {
     /// Attached to nothing yet; `failed` is cancelled if a replay fails.
-    pub(crate) fn new(state: AppState, outbox: Outbox, failed: CancellationToken) -> Self {
+    pub(crate) fn new(
+        state: AppState,
+        user: UserId,
+        outbox: Outbox,
+        failed: CancellationToken,
+    ) -> Self {
         Self {
+            user,
+            present: Vec::new(),
+            watching: Vec::new(),
             member: state.hub.member_id(),
             state,
             outbox,
@@ -159,6 +173,10 @@ impl Attachment {
             .await?;
         // Recorded at once, so whatever happens next leaves it.
         self.channels.push((channel.clone(), slot));
+        if let Some(namespace) = channel.as_namespace() {
+            self.present
+                .push(self.state.presence.join(namespace, &self.user));
+        }
         // Only SSE reads slots, and a stream joins each channel once: a
         // socket that subscribed 2^32 times may wrap around harmlessly.
         self.next_slot = self.next_slot.wrapping_add(1);
@@ -193,7 +211,32 @@ impl Attachment {
         self.channels.remove(at);
         self.replays.stop(channel).await;
         self.state.hub.leave(channel, self.member);
+        self.leave_presence(channel);
         true
+    }
+
+    /// Sends this connection `presence_diff` frames for a joined namespace.
+    pub(crate) async fn watch_presence(
+        &mut self,
+        namespace: &Namespace,
+    ) -> Result<(), async_nats::Error> {
+        if self.watching.iter().any(|w| w.namespace() == namespace) {
+            return Ok(());
+        }
+        let watching = self
+            .state
+            .presence
+            .watch(namespace, self.member, &self.outbox)
+            .await?;
+        self.watching.push(watching);
+        Ok(())
+    }
+
+    fn leave_presence(&mut self, channel: &Channel) {
+        if let Some(namespace) = channel.as_namespace() {
+            self.present.retain(|here| here.namespace() != namespace);
+            self.watching.retain(|w| w.namespace() != namespace);
+        }
     }
 
     /// A service took `namespace` from the user: leaves it (after its last
@@ -214,6 +257,7 @@ impl Attachment {
         self.channels.retain(|(c, _)| c != channel);
         self.replays.abort(channel);
         self.state.hub.leave(channel, self.member);
+        self.leave_presence(channel);
     }
 
     pub(crate) fn is_joined(&self, channel: &Channel) -> bool {

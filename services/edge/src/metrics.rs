@@ -69,6 +69,7 @@ pub(crate) struct Metrics {
     nats_connected: Gauge,
     jwks_fetches: Family<Fetch, Counter>,
     jwks_keys: Gauge,
+    presence_writes: Counter,
 }
 
 /// The `code` label: an [`ErrorCode`]'s wire string.
@@ -95,6 +96,7 @@ impl Metrics {
             nats_connected: Gauge::default(),
             jwks_fetches: Family::default(),
             jwks_keys: Gauge::default(),
+            presence_writes: Counter::default(),
         };
         for result in FetchResult::ALL {
             let _ = metrics.jwks_fetches.get_or_create(&Fetch(result));
@@ -190,11 +192,21 @@ impl Metrics {
             self.jwks_keys.clone(),
         );
         r.register(
+            "presence_writes",
+            "Presence sets this edge wrote to NATS (one per namespace on a change, coalesced, and per heartbeat)",
+            self.presence_writes.clone(),
+        );
+        r.register(
             "nats_connected",
             "1 while connected to NATS, else 0",
             self.nats_connected.clone(),
         );
         self
+    }
+
+    /// Presence sets written to the stream.
+    pub(crate) fn presence_written(&self, n: u64) {
+        self.presence_writes.inc_by(n);
     }
 
     /// A replay started; it counts as running until the guard drops (it

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod commands;
+mod presence;
 
 use crate::{
     admission::Admitted,
@@ -79,7 +80,7 @@ pub(crate) fn run(
     let mut session = Session {
         user: admitted.user.clone(),
         registration,
-        attachment: Attachment::new(state.clone(), outbox, stop.clone()),
+        attachment: Attachment::new(state.clone(), admitted.user.clone(), outbox, stop.clone()),
         claims: admitted.claims,
         stop,
         limiter: RateLimiter::new(

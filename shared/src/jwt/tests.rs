@@ -229,8 +229,12 @@ fn namespace_grants_match_exact_names_and_prefixes() {
         exp: 0,
         iat: None,
         ns: vec!["team-*".into(), "lobby".into()],
+        presence: vec!["team-4*".into()],
     };
     let ns = |s: &str| Namespace::parse(s).unwrap();
+    assert!(claims.allows_presence(&ns("team-42")));
+    assert!(!claims.allows_presence(&ns("team-5")));
+    assert!(!claims.allows_presence(&ns("lobby")));
     assert!(claims.allows(&ns("team-42")));
     assert!(claims.allows(&ns("lobby")));
     assert!(!claims.allows(&ns("lobby2")));

@@ -68,10 +68,20 @@ impl Session {
                 namespace,
                 since,
                 epoch,
+                presence,
             } => {
                 let resume = since.map(|since| Cursor { since, epoch });
-                self.subscribe(r#ref, namespace, resume).await;
+                if presence && !self.claims.allows_presence(&namespace) {
+                    self.send(ServerFrame::Error {
+                        code: ErrorCode::ForbiddenNamespace,
+                        message: format!("the token does not allow the presence of `{namespace}`"),
+                        r#ref,
+                    });
+                    return None;
+                }
+                self.subscribe(r#ref, namespace, resume, presence).await;
             }
+            ClientFrame::Presence { r#ref, namespace } => self.presence(r#ref, namespace).await,
             ClientFrame::Unsubscribe { r#ref, namespace } => {
                 let channel = Channel::namespace(namespace);
                 // Before `unsubscribed` is queued: nothing of the channel follows it.
@@ -120,11 +130,14 @@ impl Session {
         None
     }
 
+    /// Joins the namespace; with `presence`, its diffs start before
+    /// `subscribed` is sent.
     async fn subscribe(
         &mut self,
         r#ref: Option<String>,
         namespace: Namespace,
         resume: Option<Cursor>,
+        presence: bool,
     ) {
         let channel = Channel::namespace(namespace.clone());
         let refuse = |code, message: String| ServerFrame::Error {
@@ -141,6 +154,9 @@ impl Session {
         if self.attachment.is_joined(&channel) {
             // Already joined: live delivery covers it; a cursor here would replay twice.
             let seq = self.state.hub.hw(&channel).unwrap_or(0);
+            if presence {
+                self.watch_presence(r#ref.clone(), &namespace).await;
+            }
             return self.send(ServerFrame::Subscribed {
                 r#ref,
                 channel,
@@ -163,6 +179,9 @@ impl Session {
                 ));
             }
         };
+        if presence {
+            self.watch_presence(r#ref.clone(), &namespace).await;
+        }
         // `subscribed` first: the replayed events (seq <= its `seq`) follow it.
         self.send(ServerFrame::Subscribed {
             r#ref,
