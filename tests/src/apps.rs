@@ -199,7 +199,7 @@ impl Drop for TestEdge {
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// Polls `/readyz` until it answers 200.
-async fn wait_ready(addr: SocketAddr) {
+pub async fn wait_ready(addr: SocketAddr) {
     let url = format!("http://{addr}/readyz");
     let ready = async {
         loop {
