@@ -129,7 +129,35 @@ export interface Reconnect {
   reason: string;
 }
 
+/** One present user. */
+export interface Member {
+  user: string;
+  /** The user's connections joined to the namespace, on every edge. */
+  connections: number;
+}
+
+/** The answer to `presence()`: who is in the namespace now. */
+export interface Presence {
+  type: "presence";
+  ref?: string | null;
+  channel: Channel;
+  /** Sorted by user; at most the edge's `--presence-max-members`. */
+  members: Member[];
+  /** More users are present than are listed. */
+  truncated: boolean;
+}
+
+/** Users who came to or left a namespace subscribed with `presence: true` (batched, about a second late at most). */
+export interface PresenceDiff {
+  type: "presence_diff";
+  channel: Channel;
+  joined: string[];
+  left: string[];
+}
+
 export type ServerFrame =
+  | Presence
+  | PresenceDiff
   | Welcome
   | Event
   | Subscribed
@@ -212,6 +240,10 @@ export interface HeraldOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   /** In order of preference. Default `["websocket", "sse"]`. */
   transports?: Transport[];
+  /** Joined on every (re)connect with `presence: true`: their `presence_diff` frames are emitted as `presence`. */
+  presence?: string[];
+  /** Shorthand for `on("presence", fn)`. */
+  onPresence?: (diff: PresenceDiff) => void;
 }
 
 export interface HeraldEvents {
@@ -229,6 +261,8 @@ export interface HeraldEvents {
   /** The edge left a namespace on its own (no `ref`): a refreshed token no longer allows it, or `code: "REVOKED"`. */
   unsubscribed: Unsubscribed;
   welcome: Welcome;
+  /** Who came and went in a namespace subscribed with `presence: true`. */
+  presence: PresenceDiff;
 }
 
 /** A rejected `subscribe()` or `unsubscribe()`. */
@@ -248,7 +282,12 @@ export class Herald {
   /** Closes for good (until the next `connect()`); pending `subscribe()` calls reject with `CANCELLED`. */
   close(): void;
   /** Joins a namespace now and on every reconnect; resolves on `subscribed`, rejects on an `error` with its ref. */
-  subscribe(namespace: string): Promise<Subscribed>;
+  subscribe(namespace: string, options?: { presence?: boolean }): Promise<Subscribed>;
+  /**
+   * Who is in a namespace now (the token's `presence` claim must allow it);
+   * rejects with `FORBIDDEN_NAMESPACE` without it. WebSocket only.
+   */
+  presence(namespace: string): Promise<Presence>;
   /** Leaves a namespace and forgets its cursor; resolves on `unsubscribed`. */
   unsubscribe(namespace: string): Promise<Unsubscribed>;
   readonly state: State;
