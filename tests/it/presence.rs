@@ -477,3 +477,45 @@ async fn presence_works_with_the_least_privilege_users() {
     let body: Value = response.json().await.expect("a JSON body");
     assert_eq!(body["members"].as_array().map(Vec::len), Some(2), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refreshed_token_without_the_claim_stops_the_diffs() {
+    let stack = Stack::start(1).await;
+    let mut w = watcher(stack.edge(), "kim", "team").await;
+    w.until(&["kim"]).await;
+    // Same user, same namespace grant, no presence grant.
+    w.client
+        .send_json(&json!({"type": "auth", "ref": "a", "token": token("kim", &["team"], &[])}))
+        .await;
+    let frames = w.client.round_trip("after-auth").await;
+    assert!(
+        frames.iter().any(|f| matches!(
+            f,
+            ServerFrame::Error {
+                code: ErrorCode::ForbiddenNamespace,
+                r#ref: None,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Authenticated { .. }))
+    );
+    let _lee = join(stack.edge().ws_url(&query("lee", "team"))).await;
+    let later = w.client.frames_until_end(Duration::from_millis(800)).await;
+    assert!(
+        !later
+            .iter()
+            .any(|f| matches!(f, ServerFrame::PresenceDiff { .. })),
+        "{later:?}"
+    );
+    // Still joined to the namespace, and still counted in it.
+    let url = stack
+        .edge()
+        .ws_url(&format!("token={}", token("max", &[], &["team"])));
+    let (mut asker, _) = WsClient::connect_welcomed(&url).await;
+    until_presence(&mut asker, "team", &[("kim", 1), ("lee", 1)]).await;
+}

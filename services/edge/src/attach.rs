@@ -55,11 +55,9 @@ pub(crate) struct Attachment {
     /// Cancelled by a replay that could not read the stream: the connection
     /// must end.
     failed: CancellationToken,
-    user: UserId,
-    /// The user's presence in each joined namespace.
-    present: Vec<Here>,
-    /// The namespaces whose `presence_diff` frames this connection gets.
-    watching: Vec<Watching>,
+    /// The user's presence in each joined namespace, and whether this
+    /// connection gets its `presence_diff` frames.
+    presence: Vec<(Here, Option<Watching>)>,
 }
 
 /// The channels a connection starts with: the user's own, then the namespaces.
@@ -82,16 +80,9 @@ pub(crate) fn start_seq(cursor: Option<&Cursor>, epoch: &str, joined_at: u64) ->
 
 impl Attachment {
     /// Attached to nothing yet; `failed` is cancelled if a replay fails.
-    pub(crate) fn new(
-        state: AppState,
-        user: UserId,
-        outbox: Outbox,
-        failed: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(state: AppState, outbox: Outbox, failed: CancellationToken) -> Self {
         Self {
-            user,
-            present: Vec::new(),
-            watching: Vec::new(),
+            presence: Vec::new(),
             member: state.hub.member_id(),
             state,
             outbox,
@@ -116,7 +107,7 @@ impl Attachment {
         // `welcome` (which carries each channel's starting seq) still goes first.
         let mut joined = Vec::with_capacity(start.len());
         for (channel, cursor) in start {
-            match self.join(&channel, true).await {
+            match self.join(&channel, &hello.user, true).await {
                 Ok(hw) => joined.push((channel, cursor, hw)),
                 Err(err) => {
                     tracing::warn!(error = %err, "Joining a channel failed.");
@@ -159,9 +150,11 @@ impl Attachment {
 
     /// Joins `channel` and returns its `hw`: live delivery starts above it
     /// (held until the replay finishes, with `replaying`).
+    /// A namespace makes `user` present in it until it is left.
     pub(crate) async fn join(
         &mut self,
         channel: &Channel,
+        user: &UserId,
         replaying: bool,
     ) -> Result<u64, JoinError> {
         let slot = self.next_slot;
@@ -174,8 +167,8 @@ impl Attachment {
         // Recorded at once, so whatever happens next leaves it.
         self.channels.push((channel.clone(), slot));
         if let Some(namespace) = channel.as_namespace() {
-            self.present
-                .push(self.state.presence.join(namespace, &self.user));
+            let here = self.state.presence.join(namespace, user);
+            self.presence.push((here, None));
         }
         // Only SSE reads slots, and a stream joins each channel once: a
         // socket that subscribed 2^32 times may wrap around harmlessly.
@@ -220,22 +213,40 @@ impl Attachment {
         &mut self,
         namespace: &Namespace,
     ) -> Result<(), async_nats::Error> {
-        if self.watching.iter().any(|w| w.namespace() == namespace) {
-            return Ok(());
+        let joined = |(here, watching): &&mut (Here, Option<Watching>)| {
+            here.namespace() == namespace && watching.is_none()
+        };
+        if !self.presence.iter_mut().any(|entry| joined(&entry)) {
+            return Ok(()); // watched already, or not joined
         }
         let watching = self
             .state
             .presence
             .watch(namespace, self.member, &self.outbox)
             .await?;
-        self.watching.push(watching);
+        if let Some((_, slot)) = self.presence.iter_mut().find(joined) {
+            *slot = Some(watching);
+        }
         Ok(())
+    }
+
+    /// Stops the `presence_diff` frames of the namespaces `keep` refuses
+    /// (a refreshed token without their `presence` grant); returns them.
+    pub(crate) fn unwatch_presence(&mut self, keep: impl Fn(&Namespace) -> bool) -> Vec<Namespace> {
+        let mut dropped = Vec::new();
+        for (here, watching) in &mut self.presence {
+            if watching.is_some() && !keep(here.namespace()) {
+                *watching = None;
+                dropped.push(here.namespace().clone());
+            }
+        }
+        dropped
     }
 
     fn leave_presence(&mut self, channel: &Channel) {
         if let Some(namespace) = channel.as_namespace() {
-            self.present.retain(|here| here.namespace() != namespace);
-            self.watching.retain(|w| w.namespace() != namespace);
+            self.presence
+                .retain(|(here, _)| here.namespace() != namespace);
         }
     }
 

@@ -80,7 +80,7 @@ pub(crate) fn run(
     let mut session = Session {
         user: admitted.user.clone(),
         registration,
-        attachment: Attachment::new(state.clone(), admitted.user.clone(), outbox, stop.clone()),
+        attachment: Attachment::new(state.clone(), outbox, stop.clone()),
         claims: admitted.claims,
         stop,
         limiter: RateLimiter::new(

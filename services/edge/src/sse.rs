@@ -120,12 +120,7 @@ async fn run(
             .registry
             .register(&admitted.user, admitted.claims.iat, revoked.clone());
     // Leaves every channel when the stream ends, however it ends.
-    let mut attachment = Attachment::new(
-        state.clone(),
-        admitted.user.clone(),
-        outbox,
-        replay_failed.clone(),
-    );
+    let mut attachment = Attachment::new(state.clone(), outbox, replay_failed.clone());
 
     let mut notices = admitted.notices;
     let resume = match last_event_id

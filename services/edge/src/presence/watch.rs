@@ -63,12 +63,6 @@ pub(crate) struct Watching {
     member: MemberId,
 }
 
-impl Watching {
-    pub(crate) fn namespace(&self) -> &Namespace {
-        &self.namespace
-    }
-}
-
 impl Drop for Watching {
     fn drop(&mut self) {
         let mut watches = self.presence.watches.0.lock().expect("watch lock");

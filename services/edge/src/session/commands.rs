@@ -168,7 +168,10 @@ impl Session {
             let message = format!("at most {max} namespaces per socket");
             return self.send(refuse(ErrorCode::TooManySubscriptions, message));
         }
-        let joined = self.attachment.join(&channel, resume.is_some()).await;
+        let joined = self
+            .attachment
+            .join(&channel, &self.user, resume.is_some())
+            .await;
         let hw = match joined {
             Ok(hw) => hw,
             Err(err) => {
@@ -202,7 +205,8 @@ impl Session {
         revoked
     }
 
-    /// After a token refresh: leave namespaces the new token no longer allows.
+    /// After a token refresh: leave namespaces the new token no longer
+    /// allows, and stop the presence diffs it no longer allows.
     fn drop_revoked_namespaces(&mut self) {
         let revoked: Vec<Namespace> = self
             .attachment
@@ -210,6 +214,19 @@ impl Session {
             .filter(|ns| !self.claims.allows(ns))
             .cloned()
             .collect();
+        let claims = &self.claims;
+        for namespace in self
+            .attachment
+            .unwatch_presence(|ns| claims.allows_presence(ns))
+        {
+            self.send(ServerFrame::Error {
+                code: ErrorCode::ForbiddenNamespace,
+                message: format!(
+                    "the new token does not allow the presence of `{namespace}`; no more presence_diff"
+                ),
+                r#ref: None,
+            });
+        }
         for namespace in revoked {
             let channel = Channel::namespace(namespace);
             self.attachment.drop_channel(&channel);
