@@ -39,6 +39,10 @@ use crate::metrics::Metrics;
 pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// How long a write may wait for its acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Presence reads in flight at once on the history connection (answers to
+/// `presence` frames, new watches, resyncs); more wait their turn, so a
+/// flood of `presence` frames cannot crowd out history reads.
+const READS_AT_ONCE: usize = 8;
 /// Room for headers and framing below NATS's payload limit.
 const PAYLOAD_HEADROOM: usize = 4 * 1024;
 
@@ -56,6 +60,7 @@ pub(crate) struct Presence {
     metrics: Arc<Metrics>,
     local: Mutex<HashMap<Namespace, Local>>,
     watches: watch::Watches,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// This edge's users in one namespace.
@@ -106,6 +111,7 @@ impl Presence {
             metrics,
             local: Mutex::default(),
             watches: watch::Watches::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
         }
     }
 
@@ -143,31 +149,43 @@ impl Presence {
         &self,
         namespace: &Namespace,
     ) -> Result<Roster, herald_shared::presence::ReadError> {
+        let _turn = self.reads.acquire().await.expect("never closed");
         herald_shared::presence::read(&self.history, PRESENCE_STREAM, namespace, self.max_members)
             .await
     }
 
     /// Writes dirty sets and heartbeats, and sends diffs, every [`TICK`],
-    /// for as long as the edge runs.
+    /// for as long as the edge runs. The two never wait for each other: a
+    /// write waiting for its ack (a stream leader election) does not hold
+    /// back a `left` that is due.
     pub(crate) async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut connected = true;
-        loop {
-            tick.tick().await;
-            let now_connected = self.nats.connection_state() == NatsState::Connected;
-            if now_connected && !connected {
-                // What was written while away may be lost, and so may what
-                // others wrote: write everything, read everything again.
-                self.mark_all_dirty();
-                self.watches.resync_all(&self.history);
+        let diffs = async {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tick.tick().await;
+                self.watches.send_diffs(Instant::now());
             }
-            connected = now_connected;
-            if connected {
-                self.write(false).await;
+        };
+        let writes = async {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut connected = true;
+            loop {
+                tick.tick().await;
+                let now_connected = self.nats.connection_state() == NatsState::Connected;
+                if now_connected && !connected {
+                    // What was written while away may be lost, and so may what
+                    // others wrote: write everything, read everything again.
+                    self.mark_all_dirty();
+                    self.watches.resync_all(&self.history, &self.reads);
+                }
+                connected = now_connected;
+                if connected {
+                    self.write(false).await;
+                }
             }
-            self.watches.send_diffs(Instant::now());
-        }
+        };
+        tokio::join!(diffs, writes);
     }
 
     /// Writes what changed now (on shutdown, after the sessions ended).

@@ -106,7 +106,10 @@ impl Presence {
             .subscribe(String::from(presence_filter(namespace)))
             .await?;
         let started = Instant::now();
-        let records = read_nodes(&self.history, PRESENCE_STREAM, namespace).await?;
+        let records = {
+            let _turn = self.reads.acquire().await.expect("never closed");
+            read_nodes(&self.history, PRESENCE_STREAM, namespace).await?
+        };
         let mut watches = self.watches.0.lock().expect("watch lock");
         if let Some(watch) = watches.get_mut(namespace) {
             // Another socket set it up meanwhile; this subscription goes.
@@ -164,13 +167,19 @@ impl Watches {
     /// After a NATS reconnect: reads every watched namespace again, for the
     /// sets written while this edge was away. Adds and refreshes only; a set
     /// that is gone ages out on its own.
-    pub(super) fn resync_all(&self, history: &async_nats::Client) {
+    pub(super) fn resync_all(
+        &self,
+        history: &async_nats::Client,
+        reads: &Arc<tokio::sync::Semaphore>,
+    ) {
         let namespaces: Vec<Namespace> =
             self.0.lock().expect("watch lock").keys().cloned().collect();
         for namespace in namespaces {
             let watches = self.0.clone();
             let history = history.clone();
+            let reads = reads.clone();
             tokio::spawn(async move {
+                let _turn = reads.acquire().await.expect("never closed");
                 let started = Instant::now();
                 match read_nodes(&history, PRESENCE_STREAM, &namespace).await {
                     Ok(records) => {
