@@ -519,3 +519,39 @@ async fn a_refreshed_token_without_the_claim_stops_the_diffs() {
     let (mut asker, _) = WsClient::connect_welcomed(&url).await;
     until_presence(&mut asker, "team", &[("kim", 1), ("lee", 1)]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_works_across_the_nodes_of_a_cluster_with_three_replicas() {
+    use herald_shared::stream::PRESENCE_STREAM;
+    use herald_tests::{
+        apps::{TestPublisher, edge_config_on},
+        cluster::{NatsCluster, replicated_publisher, wait_for_replicas},
+    };
+    let cluster = NatsCluster::start().await;
+    let _publisher = TestPublisher::spawn_with(replicated_publisher(&cluster.nodes[0].url)).await;
+    let js = async_nats::jetstream::new(
+        async_nats::connect(cluster.nodes[0].url.clone())
+            .await
+            .unwrap(),
+    );
+    wait_for_replicas(&js, PRESENCE_STREAM, 3).await;
+    // Edges on the two other nodes; a short TTL so a write lost to interest
+    // that has not crossed the routes yet comes again within a second.
+    let mut edges = Vec::new();
+    for (node, id) in [(1, "edge-b"), (2, "edge-c")] {
+        edges.push(
+            TestEdge::spawn_with(herald_edge::Config {
+                presence_ttl: Duration::from_secs(3),
+                ..edge_config_on(&cluster.nodes[node].url, id)
+            })
+            .await,
+        );
+    }
+    let mut w = watcher(&edges[0], "watcher", "team").await;
+    let nina = join(edges[1].ws_url(&query("nina", "team"))).await;
+    w.until(&["nina", "watcher"]).await;
+    until_presence(&mut w.client, "team", &[("nina", 1), ("watcher", 1)]).await;
+    nina.close().await;
+    w.until(&["watcher"]).await;
+    until_presence(&mut w.client, "team", &[("watcher", 1)]).await;
+}
