@@ -555,3 +555,21 @@ async fn presence_works_across_the_nodes_of_a_cluster_with_three_replicas() {
     w.until(&["watcher"]).await;
     until_presence(&mut w.client, "team", &[("watcher", 1)]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_of_an_edge_that_shuts_down_leave_at_once() {
+    let mut stack = Stack::start(2).await;
+    let mut w = watcher(&stack.edges[0], "watcher", "team").await;
+    let _olga = join(stack.edges[1].ws_url(&query("olga", "team"))).await;
+    w.until(&["olga", "watcher"]).await;
+    let stopping = stack.edges.remove(1);
+    let started = Instant::now();
+    stopping.stop().await.expect("a clean stop");
+    w.until(&["watcher"]).await;
+    // Far under the 30 s TTL: the edge wrote its sets empty on the way out.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -188,8 +188,12 @@ impl Presence {
         tokio::join!(diffs, writes);
     }
 
-    /// Writes what changed now (on shutdown, after the sessions ended).
+    /// Writes every set now (on shutdown, after the sessions ended, so
+    /// their users leave at once rather than at the TTL). Every set, not
+    /// only the dirty ones: a pass cut short by the shutdown may have taken
+    /// some without writing them.
     pub(crate) async fn flush(&self) {
+        self.mark_all_dirty();
         self.write(true).await;
     }
 
