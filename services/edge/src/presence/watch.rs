@@ -42,6 +42,9 @@ struct Watch {
     nodes: HashMap<String, NodeView>,
     /// The users the sockets were last told about.
     reported: BTreeSet<UserId>,
+    /// Some edge's set of users changed since the last diff (a heartbeat
+    /// with the same users does not count): only then is the view merged again.
+    changed: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -131,6 +134,7 @@ impl Presence {
                 sockets: HashMap::from([(member, outbox.clone())]),
                 nodes,
                 reported,
+                changed: false,
                 task,
             },
         );
@@ -144,7 +148,11 @@ impl Watches {
     pub(super) fn send_diffs(&self, now: Instant) {
         let mut watches = self.0.lock().expect("watch lock");
         for (namespace, watch) in watches.iter_mut() {
+            let before = watch.nodes.len();
             watch.nodes.retain(|_, node| node.expires > now);
+            if !std::mem::take(&mut watch.changed) && watch.nodes.len() == before {
+                continue;
+            }
             let current = users(&watch.nodes);
             if current == watch.reported {
                 continue;
@@ -186,6 +194,7 @@ impl Watches {
                         if let Some(watch) = watches.lock().expect("watch lock").get_mut(&namespace)
                         {
                             apply_read(&mut watch.nodes, records, started);
+                            watch.changed = true;
                         }
                     }
                     Err(err) => {
@@ -254,13 +263,16 @@ async fn receive(
         };
         // An empty set is kept (it lists nobody) so that a read begun
         // before it cannot bring the edge's old set back.
-        watch.nodes.insert(
-            node,
-            NodeView {
-                members: set.members,
-                expires: now + ttl,
-                updated: now,
-            },
-        );
+        let view = NodeView {
+            members: set.members,
+            expires: now + ttl,
+            updated: now,
+        };
+        let same_users = watch
+            .nodes
+            .get(&node)
+            .is_some_and(|old| old.members.keys().eq(view.members.keys()));
+        watch.changed |= !same_users;
+        watch.nodes.insert(node, view);
     }
 }
