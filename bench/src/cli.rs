@@ -32,6 +32,8 @@ pub struct Args {
 pub enum Scenario {
     /// 10,000 idle sockets: edge memory per socket.
     Idle,
+    /// 10,000 idle sockets in 1,000 team namespaces: presence writes per second.
+    IdlePresence,
     /// 1,000 sockets, 2,000 events/s, each to one user.
     Unicast,
     /// 1,000 sockets in one namespace, 20 broadcasts/s.
@@ -57,8 +59,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Idle,
+        Scenario::IdlePresence,
         Scenario::Unicast,
         Scenario::Broadcast1k,
         Scenario::Broadcast5k,
@@ -74,6 +77,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Idle => "idle",
+            Scenario::IdlePresence => "idle-presence",
             Scenario::Unicast => "unicast",
             Scenario::Broadcast1k => "broadcast-1k",
             Scenario::Broadcast5k => "broadcast-5k",

@@ -10,6 +10,7 @@ use crate::{
     envelope::Envelope,
     error_code::{ErrorBody, ErrorCode, FieldError},
     ids::EventId,
+    presence::Member,
     timestamp::Timestamp,
 };
 
@@ -22,6 +23,16 @@ pub struct PublishAccepted {
     pub duplicate: bool,
     /// One entry per recipient channel, in audience order.
     pub published: Vec<PublishedChannel>,
+}
+
+/// The `200` body of the publisher's `GET /v1/presence/{namespace}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PresenceBody {
+    pub channel: Channel,
+    /// Sorted by user; at most `--presence-max-members` of them.
+    pub members: Vec<Member>,
+    /// More users are present than are listed.
+    pub truncated: bool,
 }
 
 /// Where one recipient channel's notification was stored.

@@ -9,6 +9,7 @@ use crate::{
     channel::Channel,
     error_code::ErrorCode,
     ids::{EventId, Namespace, UserId},
+    presence::Member,
     rpc::RpcReply,
     secret::Secret,
     timestamp::Timestamp,
@@ -95,6 +96,23 @@ pub enum ServerFrame {
         #[serde(flatten)]
         reply: RpcReply,
     },
+    /// The answer to a `presence` frame: who is in the namespace, on every edge.
+    Presence {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        r#ref: Option<String>,
+        channel: Channel,
+        /// Sorted by user; at most `--presence-max-members` of them.
+        members: Vec<Member>,
+        /// More users are present than are listed.
+        truncated: bool,
+    },
+    /// Users who came to or left a namespace subscribed with `presence: true`
+    /// (batched, at most about a second late).
+    PresenceDiff {
+        channel: Channel,
+        joined: Vec<UserId>,
+        left: Vec<UserId>,
+    },
 }
 
 /// A frame the client sends.
@@ -110,6 +128,10 @@ pub enum ClientFrame {
         since: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<String>,
+        /// Also send `presence_diff` frames for this namespace (needs the
+        /// token's `presence` claim).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        presence: bool,
     },
     Unsubscribe {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,9 +156,22 @@ pub enum ClientFrame {
         #[serde(default)]
         data: serde_json::Value,
     },
+    /// Who is in a namespace now (needs the token's `presence` claim).
+    Presence {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        r#ref: Option<String>,
+        namespace: Namespace,
+    },
 }
 
-const CLIENT_FRAME_TYPES: [&str; 5] = ["subscribe", "unsubscribe", "ping", "auth", "rpc"];
+const CLIENT_FRAME_TYPES: [&str; 6] = [
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "auth",
+    "rpc",
+    "presence",
+];
 
 /// Why a client frame was refused; the connection lives on.
 #[derive(Debug, Clone, PartialEq)]

@@ -76,6 +76,10 @@ pub struct UserClaims {
     /// RPC methods the user may call: exact names, or prefixes ending in `*`.
     #[serde(default)]
     pub rpc: Vec<String>,
+    /// Namespaces whose presence the user may see: exact names, or prefixes
+    /// ending in `*`.
+    #[serde(default)]
+    pub presence: Vec<String>,
 }
 
 /// The claims of a service token (publisher).
@@ -95,6 +99,9 @@ pub const PUBLISH_SCOPE: &str = "events:publish";
 /// The scope a service token needs to disconnect users, revoke their tokens
 /// and take namespaces from their connections (the session API).
 pub const SESSIONS_SCOPE: &str = "sessions:manage";
+
+/// The scope a service token needs to read a namespace's presence.
+pub const PRESENCE_SCOPE: &str = "presence:read";
 
 // === impl TokenError ===
 
@@ -123,11 +130,12 @@ impl ServiceClaims {
 impl UserClaims {
     /// Whether the `ns` claim lets this user join `namespace`.
     pub fn allows(&self, namespace: &Namespace) -> bool {
-        let name = namespace.as_str();
-        self.ns.iter().any(|grant| match grant.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => grant == name,
-        })
+        grants(&self.ns, namespace)
+    }
+
+    /// Whether the `presence` claim lets this user see who is in `namespace`.
+    pub fn allows_presence(&self, namespace: &Namespace) -> bool {
+        grants(&self.presence, namespace)
     }
 
     /// Refuses a token with more than `max` namespace (or rpc) grants: a socket keeps
@@ -148,8 +156,23 @@ impl UserClaims {
                 self.rpc.len()
             )));
         }
+        if self.presence.len() > max {
+            return Err(TokenError::Invalid(format!(
+                "the token carries {} presence grants; at most {max} are allowed",
+                self.presence.len()
+            )));
+        }
         Ok(())
     }
+}
+
+/// Whether a list of grants (exact names, or prefixes ending in `*`) names `namespace`.
+fn grants(list: &[String], namespace: &Namespace) -> bool {
+    let name = namespace.as_str();
+    list.iter().any(|grant| match grant.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => grant == name,
+    })
 }
 
 // === impl KeySet ===

@@ -7,7 +7,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value};
 
 use crate::{
-    api::{DeadLetter, PublishAccepted, PublishBatch, PublishBatchResults},
+    api::{DeadLetter, PresenceBody, PublishAccepted, PublishBatch, PublishBatchResults},
     envelope::{Envelope, Notification},
     error_code::ErrorBody,
     events::EventType,
@@ -35,6 +35,10 @@ pub fn all() -> Vec<(String, Value)> {
         (
             "publish-batch-results.json".to_string(),
             root::<PublishBatchResults>("PublishBatchResults"),
+        ),
+        (
+            "presence.json".to_string(),
+            root::<PresenceBody>("PresenceBody"),
         ),
         (
             "dead-letter.json".to_string(),

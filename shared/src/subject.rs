@@ -33,6 +33,8 @@ pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
 /// Session control for every user: each edge holds one subscription to it,
 /// however many users it serves.
 pub const SESSION_CONTROL_SUBJECTS: &str = "session.*";
+/// Subjects of the presence stream: `presence.<namespace>.<node>`.
+pub const PRESENCE_SUBJECTS: &str = "presence.>";
 
 /// Every RPC method: only edges may publish here, domain services subscribe.
 pub const RPC_SUBJECTS: &str = "rpc.>";
@@ -43,6 +45,7 @@ const LIVE_PREFIX: &str = "live";
 const DOMAIN_PREFIX: &str = "domain";
 const DEAD_LETTER_PREFIX: &str = "deadletter";
 const SESSION_PREFIX: &str = "session";
+const PRESENCE_PREFIX: &str = "presence";
 /// Stands for [`ESCAPE`] in key-value keys, which may not hold `~`; `=` is
 /// never left as it is by [`escape_token`], so the mapping stays one-to-one.
 const KEY_ESCAPE: char = '=';
@@ -199,6 +202,34 @@ pub fn user_from_revocation_key(key: &str) -> Option<UserId> {
     UserId::parse(unescape_token(&token)?).ok()
 }
 
+/// Where an edge writes its members of a namespace: `presence.team-42.edge-1`.
+/// Both the namespace and the node id are escaped into one token each.
+pub fn presence_subject(namespace: &Namespace, node: &str) -> Subject {
+    Subject(format!(
+        "{PRESENCE_PREFIX}.{}.{}",
+        escape_token(namespace.as_str()),
+        escape_token(node)
+    ))
+}
+
+/// Every edge's members of a namespace: `presence.team-42.*`, to subscribe
+/// to and to read the last message of each.
+pub fn presence_filter(namespace: &Namespace) -> Subject {
+    Subject(format!(
+        "{PRESENCE_PREFIX}.{}.*",
+        escape_token(namespace.as_str())
+    ))
+}
+
+/// The namespace and node of a subject [`presence_subject`] built; `None`
+/// for any other.
+pub fn presence_from_subject(subject: &str) -> Option<(Namespace, String)> {
+    let rest = subject.strip_prefix(PRESENCE_PREFIX)?.strip_prefix('.')?;
+    let (namespace, node) = rest.split_once('.')?;
+    let namespace = Namespace::parse(unescape_token(namespace)?).ok()?;
+    Some((namespace, unescape_token(node)?))
+}
+
 fn channel_subject(prefix: &str, channel: &Channel) -> Subject {
     let (kind, id) = match channel.kind() {
         ChannelKind::User(user) => (USER_TOKEN, user.as_str()),
@@ -266,6 +297,20 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn presence_subjects_hold_hostile_ids_in_one_token_each() {
+        let ns = Namespace::parse("a.b").unwrap();
+        let subject = presence_subject(&ns, "edge.*");
+        assert_eq!(subject.as_str(), "presence.a~2Eb.edge~2E~2A");
+        assert_eq!(presence_filter(&ns).as_str(), "presence.a~2Eb.*");
+        assert_eq!(
+            presence_from_subject(subject.as_str()),
+            Some((ns, "edge.*".to_string()))
+        );
+        assert_eq!(presence_from_subject("presence.a.b.c"), None);
+        assert_eq!(presence_from_subject("live.ns.a"), None);
+    }
 
     #[test]
     fn escaping_examples() {

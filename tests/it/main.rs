@@ -19,6 +19,7 @@ mod ingest_nats;
 mod jwks;
 mod metrics;
 mod nats_auth;
+mod presence;
 mod production;
 mod publish_batch;
 mod publish_http;

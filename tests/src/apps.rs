@@ -62,6 +62,7 @@ pub fn publisher_config_on(nats_url: &str) -> herald_publisher::Config {
         }),
         max_token_lifetime: Duration::from_secs(3600),
         dev_mode: false,
+        presence_max_members: 1000,
     }
 }
 
@@ -105,6 +106,8 @@ pub fn edge_config_on(nats_url: &str, node_id: &str) -> herald_edge::Config {
         // Used only when a test turns `dev_mode` on.
         dev_secret: Some(herald_shared::secret::Secret::new(TEST_SECRET)),
         dev_publisher_url: "http://127.0.0.1:8090".into(),
+        presence_ttl: Duration::from_secs(30),
+        presence_max_members: 1000,
     }
 }
 
@@ -198,7 +201,7 @@ impl Drop for TestEdge {
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// Polls `/readyz` until it answers 200.
-async fn wait_ready(addr: SocketAddr) {
+pub async fn wait_ready(addr: SocketAddr) {
     let url = format!("http://{addr}/readyz");
     let ready = async {
         loop {

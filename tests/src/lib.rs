@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod clients;
 pub mod cluster;
+pub mod edge_process;
 pub mod jwks;
 pub mod load;
 pub mod metrics;

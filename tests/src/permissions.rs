@@ -5,10 +5,10 @@
 
 use herald_shared::{
     session_control::REVOCATIONS_BUCKET,
-    stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
+    stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM, PRESENCE_STREAM},
     subject::{
-        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS, RPC_SUBJECTS,
-        SESSION_CONTROL_SUBJECTS, direct_get_subject,
+        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS, PRESENCE_SUBJECTS,
+        RPC_SUBJECTS, SESSION_CONTROL_SUBJECTS, direct_get_subject,
     },
 };
 
@@ -48,6 +48,9 @@ pub struct Permissions {
 /// the session-control messages and watches the revocations bucket (an
 /// ordered consumer: created, recreated after a gap, flow-controlled);
 /// sends clients' calls to `rpc.>` (answers come back to its inbox).
+/// Presence: writes its sets to the presence stream (the only stream it
+/// writes), reads it by direct get, and takes every edge's writes for the
+/// namespaces its sockets watch.
 pub fn edge() -> Permissions {
     let revocations = revocations_stream();
     Permissions {
@@ -62,10 +65,13 @@ pub fn edge() -> Permissions {
             format!("$JS.API.CONSUMER.DELETE.{revocations}.>"),
             format!("$JS.FC.{revocations}.>"),
             RPC_SUBJECTS.into(),
+            PRESENCE_SUBJECTS.into(),
+            direct_get_subject(PRESENCE_STREAM).into(),
         ],
         subscribe: vec![
             LIVE_SUBJECTS.into(),
             SESSION_CONTROL_SUBJECTS.into(),
+            PRESENCE_SUBJECTS.into(),
             inboxes("edge"),
         ],
         allow_responses: false,
@@ -83,6 +89,7 @@ pub fn publisher() -> Permissions {
         (NOTIFY_STREAM, &["INFO", "CREATE", "UPDATE"][..]),
         (DOMAIN_STREAM, &["INFO", "CREATE", "UPDATE"]),
         (DEAD_LETTER_STREAM, &["CREATE", "UPDATE"]),
+        (PRESENCE_STREAM, &["CREATE", "UPDATE"]),
     ] {
         for action in actions {
             publish.push(format!("$JS.API.STREAM.{action}.{stream}"));
@@ -106,6 +113,8 @@ pub fn publisher() -> Permissions {
     publish.push(format!("$JS.API.STREAM.MSG.GET.{revocations}"));
     publish.push(format!("$KV.{REVOCATIONS_BUCKET}.>"));
     publish.push(SESSION_CONTROL_SUBJECTS.into());
+    // `GET /v1/presence/{namespace}`.
+    publish.push(direct_get_subject(PRESENCE_STREAM).into());
     Permissions {
         user: "publisher",
         publish,

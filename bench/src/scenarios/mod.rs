@@ -8,6 +8,7 @@ mod connect;
 mod delivery;
 mod diagnostics;
 mod idle;
+mod idle_presence;
 mod nats_ingest;
 mod publisher;
 mod publisher_batch;
@@ -95,6 +96,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> Report {
     let mut report = Report::new(scenario.name());
     let result = match scenario {
         Scenario::Idle => idle::run(ctx, &mut report).await,
+        Scenario::IdlePresence => idle_presence::run(ctx, &mut report).await,
         Scenario::Unicast => unicast::run(ctx, &mut report).await,
         Scenario::Broadcast1k => broadcast::run(ctx, scenario, 1_000, &mut report).await,
         Scenario::Broadcast5k => broadcast::run(ctx, scenario, 5_000, &mut report).await,

@@ -585,6 +585,47 @@ function wireForm() {
   });
 }
 
+// === Presence: who else has this calendar open ===
+
+// user → connections, from presence() on every welcome, then the diffs.
+let present = new Map();
+
+function renderPresence() {
+  const list = $("presence");
+  list.replaceChildren();
+  const users = [...present.keys()].sort();
+  if (!users.length) {
+    const li = document.createElement("li");
+    li.className = "muted empty";
+    li.textContent = "Nobody (yet).";
+    list.append(li);
+  }
+  for (const id of users) {
+    const li = document.createElement("li");
+    li.textContent = id === user ? `${id} (you)` : id;
+    if (id === user) li.className = "me";
+    li.dataset.user = id;
+    list.append(li);
+  }
+}
+
+async function loadPresence(herald) {
+  try {
+    const { members } = await herald.presence(namespace);
+    present = new Map(members.map((m) => [m.user, m.connections]));
+    renderPresence();
+  } catch (err) {
+    // Without the `presence` claim the list stays as it is.
+    setStatus(`Presence: ${err.message}`, true);
+  }
+}
+
+function applyPresence({ joined, left }) {
+  for (const id of joined) present.set(id, present.get(id) ?? 1);
+  for (const id of left) present.delete(id);
+  renderPresence();
+}
+
 // === Start ===
 
 async function start() {
@@ -613,13 +654,15 @@ async function start() {
   const herald = new Herald({
     url: `${scheme}://${location.host}/v1/ws`,
     getToken: async () => (await fetchTokens()).token,
-    namespaces: [namespace],
+    presence: [namespace],
+    onPresence: applyPresence,
     persist: `herald:demo:${user}`,
   });
   herald.on("state", setConnection);
   herald.on("welcome", (welcome) => {
     $("connection-node").textContent = welcome.node ? `via ${welcome.node}` : "";
     $("connection").dataset.node = welcome.node ?? "";
+    loadPresence(herald);
   });
   herald.on("event", (notification) => {
     if (notification.event_type?.startsWith("calendar.event.")) apply(notification);

@@ -169,7 +169,35 @@ export interface Reconnect {
   reason: string;
 }
 
+/** One present user. */
+export interface Member {
+  user: string;
+  /** The user's connections joined to the namespace, on every edge. */
+  connections: number;
+}
+
+/** The answer to `presence()`: who is in the namespace now. */
+export interface Presence {
+  type: "presence";
+  ref?: string | null;
+  channel: Channel;
+  /** Sorted by user; at most the edge's `--presence-max-members`. */
+  members: Member[];
+  /** More users are present than are listed. */
+  truncated: boolean;
+}
+
+/** Users who came to or left a namespace subscribed with `presence: true` (batched, about a second late at most). */
+export interface PresenceDiff {
+  type: "presence_diff";
+  channel: Channel;
+  joined: string[];
+  left: string[];
+}
+
 export type ServerFrame =
+  | Presence
+  | PresenceDiff
   | Welcome
   | Event
   | Subscribed
@@ -322,6 +350,10 @@ export interface HeraldOptions {
    * Default 10000; keep it above the edge's `--rpc-timeout-ms` (5000).
    */
   rpcWaitMs?: number;
+  /** Joined on every (re)connect with `presence: true`: their `presence_diff` frames are emitted as `presence`. */
+  presence?: string[];
+  /** Shorthand for `on("presence", fn)`. */
+  onPresence?: (diff: PresenceDiff) => void;
 }
 
 export interface HeraldEvents {
@@ -339,6 +371,8 @@ export interface HeraldEvents {
   /** The edge left a namespace on its own (no `ref`): a refreshed token no longer allows it, or `code: "REVOKED"`. */
   unsubscribed: Unsubscribed;
   welcome: Welcome;
+  /** Who came and went in a namespace subscribed with `presence: true`. */
+  presence: PresenceDiff;
 }
 
 /** A rejected `subscribe()`, `unsubscribe()` or `rpc()`. */
@@ -361,7 +395,12 @@ export class Herald {
   /** Closes for good (until the next `connect()`); pending `subscribe()` and `rpc()` calls reject with `CANCELLED`. */
   close(): void;
   /** Joins a namespace now and on every reconnect; resolves on `subscribed`, rejects on an `error` with its ref. */
-  subscribe(namespace: string): Promise<Subscribed>;
+  subscribe(namespace: string, options?: { presence?: boolean }): Promise<Subscribed>;
+  /**
+   * Who is in a namespace now (the token's `presence` claim must allow it);
+   * rejects with `FORBIDDEN_NAMESPACE` without it. WebSocket only.
+   */
+  presence(namespace: string): Promise<Presence>;
   /** Leaves a namespace and forgets its cursor; resolves on `unsubscribed`. */
   unsubscribe(namespace: string): Promise<Unsubscribed>;
   /**

@@ -78,6 +78,8 @@ export class Herald {
   #namespaces; // wanted namespaces, in order; joined on every (re)connect
   #joined = new Set(); // channels that were live at some point: a later gap must be announced
   #waiters = []; // pending subscribe()/unsubscribe() promises
+  #presence = new Set(); // namespaces subscribed with `presence: true`: their diffs are emitted
+  #asks = []; // pending presence() calls, sent (again) on every welcomed WebSocket
   #refs = new Map(); #nextRef = 1; // ref → what it was sent for, on the current connection
   #conn = null;
   #gen = 0; // bumped on every teardown: callbacks of an older connection are ignored
@@ -98,6 +100,11 @@ export class Herald {
       rpcWaitMs: options.rpcWaitMs ?? DEFAULT_RPC_WAIT_MS,
     };
     this.#namespaces = new Set(options.namespaces ?? []);
+    for (const ns of options.presence ?? []) {
+      this.#namespaces.add(ns);
+      this.#presence.add(ns);
+    }
+    if (typeof options.onPresence === "function") this.on("presence", options.onPresence);
     this.#load();
   }
 
@@ -127,9 +134,11 @@ export class Herald {
     this.#stop(errorFrame("CANCELLED", "close() was called"));
   }
 
-  subscribe(namespace) {
+  subscribe(namespace, options = {}) {
     return new Promise((resolve, reject) => {
       this.#namespaces.add(namespace);
+      // With `presence: true` the socket also gets the namespace's `presence_diff` frames.
+      if (options.presence) this.#presence.add(namespace);
       this.#waiters.push({ kind: "subscribe", ns: namespace, resolve, reject });
       const conn = this.#conn;
       if (conn?.kind === "websocket" && conn.welcomed) this.#sendSubscribe(conn, namespace, this.#cursors, this.#epoch);
@@ -171,6 +180,20 @@ export class Herald {
       this.#wait(call);
       this.#calls.push(call);
       this.#pumpCalls();
+    });
+  }
+
+  // Who is in a namespace now (needs the token's `presence` claim): resolves
+  // with the edge's `presence` frame ({ members, truncated }). WebSocket
+  // only; asked again on the next connection if this one ends first.
+  presence(namespace) {
+    return new Promise((resolve, reject) => {
+      if (this.#state === "closed") return reject(new HeraldError(errorFrame("CLOSED", "presence() before connect()")));
+      const ask = { ns: namespace, resolve, reject };
+      this.#asks.push(ask);
+      const conn = this.#conn;
+      if (conn?.kind === "websocket" && conn.welcomed) this.#sendPresence(conn, ask);
+      else if (conn?.kind === "sse") this.#answer(ask, (a) => a.reject(new HeraldError(errorFrame("NO_TRANSPORT", "presence() needs a WebSocket"))));
     });
   }
 
@@ -316,6 +339,8 @@ export class Herald {
       }
       case "reconnect": return this.#restart(0); // the edge is draining: any other edge, now
       case "rpc_result": return this.#onRpcResult(info, frame);
+      case "presence": return info?.kind === "presence" && this.#answer(info.ask, (a) => a.resolve(frame));
+      case "presence_diff": return this.#emit("presence", frame);
       case "error": return this.#onError(frame, info);
     }
   }
@@ -371,6 +396,7 @@ export class Herald {
     this.#scheduleRefresh(conn, welcome.token_exp);
     if (conn.kind === "websocket") {
       for (const ns of this.#namespaces) this.#sendSubscribe(conn, ns, resumeFrom, oldEpoch ?? welcome.epoch);
+      for (const ask of this.#asks) if (ask.gen !== conn.gen) this.#sendPresence(conn, ask);
       if (welcome.heartbeat_ms > 0) this.#timer(conn, "ping", welcome.heartbeat_ms, true, () => this.#ping(conn));
       this.#pumpCalls();
       return;
@@ -517,6 +543,7 @@ export class Herald {
     this.#emit("error", frame);
     // A call refused as a frame (too many frames, a bad frame): rejected with it.
     if (info?.kind === "rpc") return this.#endCall(info.call, (c) => c.reject(new HeraldError(frame)));
+    if (info?.kind === "presence") return this.#answer(info.ask, (a) => a.reject(new HeraldError(frame)));
     if (info?.kind === "unsubscribe") this.#settle("unsubscribe", info.ns, (w) => w.reject(new HeraldError(frame)));
     if (info?.kind !== "subscribe") return; // fatal ones are followed by a close, handled in #onEnd
     const n = this.#settle("subscribe", info.ns, (w) => w.reject(new HeraldError(frame)));
@@ -606,6 +633,7 @@ export class Herald {
       if (w.kind === "subscribe") w.reject(new HeraldError(frame));
       else w.resolve({ type: "unsubscribed", ref: null, channel: `ns:${w.ns}` });
     }
+    for (const ask of this.#asks.splice(0)) ask.reject(new HeraldError(frame));
     this.#setState("closed");
   }
 
@@ -632,7 +660,21 @@ export class Herald {
     const since = cursors.get(`ns:${ns}`);
     const ref = this.#ref({ kind: "subscribe", ns, resumed: since !== undefined });
     const frame = { type: "subscribe", ref, namespace: ns };
+    if (this.#presence.has(ns)) frame.presence = true;
     this.#send(conn, since === undefined ? frame : { ...frame, since, epoch });
+  }
+
+  #sendPresence(conn, ask) {
+    ask.gen = conn.gen; // asked on this connection: not again on its welcome
+    this.#send(conn, { type: "presence", ref: this.#ref({ kind: "presence", ask }), namespace: ask.ns });
+  }
+
+  // Settles one presence() call, once.
+  #answer(ask, fn) {
+    const at = this.#asks.indexOf(ask);
+    if (at < 0) return;
+    this.#asks.splice(at, 1);
+    fn(ask);
   }
 
   #send(conn, frame) {
@@ -678,6 +720,7 @@ export class Herald {
   #forget(ns, frame) {
     const channel = `ns:${ns}`;
     this.#namespaces.delete(ns);
+    this.#presence.delete(ns);
     this.#cursors.delete(channel);
     this.#joined.delete(channel);
     if (frame) this.#settle("subscribe", ns, (w) => w.reject(new HeraldError(frame)));

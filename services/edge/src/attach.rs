@@ -23,6 +23,7 @@ use crate::{
     frame::Slot,
     hub::{JoinError, MemberId},
     outbox::Outbox,
+    presence::{Here, Watching},
     replay::{Cursor, Replay, Replays},
     state::AppState,
 };
@@ -54,6 +55,9 @@ pub(crate) struct Attachment {
     /// Cancelled by a replay that could not read the stream: the connection
     /// must end.
     failed: CancellationToken,
+    /// The user's presence in each joined namespace, and whether this
+    /// connection gets its `presence_diff` frames.
+    presence: Vec<(Here, Option<Watching>)>,
 }
 
 /// The channels a connection starts with: the user's own, then the namespaces.
@@ -78,6 +82,7 @@ impl Attachment {
     /// Attached to nothing yet; `failed` is cancelled if a replay fails.
     pub(crate) fn new(state: AppState, outbox: Outbox, failed: CancellationToken) -> Self {
         Self {
+            presence: Vec::new(),
             member: state.hub.member_id(),
             state,
             outbox,
@@ -102,7 +107,7 @@ impl Attachment {
         // `welcome` (which carries each channel's starting seq) still goes first.
         let mut joined = Vec::with_capacity(start.len());
         for (channel, cursor) in start {
-            match self.join(&channel, true).await {
+            match self.join(&channel, &hello.user, true).await {
                 Ok(hw) => joined.push((channel, cursor, hw)),
                 Err(err) => {
                     tracing::warn!(error = %err, "Joining a channel failed.");
@@ -145,9 +150,11 @@ impl Attachment {
 
     /// Joins `channel` and returns its `hw`: live delivery starts above it
     /// (held until the replay finishes, with `replaying`).
+    /// A namespace makes `user` present in it until it is left.
     pub(crate) async fn join(
         &mut self,
         channel: &Channel,
+        user: &UserId,
         replaying: bool,
     ) -> Result<u64, JoinError> {
         let slot = self.next_slot;
@@ -159,6 +166,10 @@ impl Attachment {
             .await?;
         // Recorded at once, so whatever happens next leaves it.
         self.channels.push((channel.clone(), slot));
+        if let Some(namespace) = channel.as_namespace() {
+            let here = self.state.presence.join(namespace, user);
+            self.presence.push((here, None));
+        }
         // Only SSE reads slots, and a stream joins each channel once: a
         // socket that subscribed 2^32 times may wrap around harmlessly.
         self.next_slot = self.next_slot.wrapping_add(1);
@@ -193,7 +204,50 @@ impl Attachment {
         self.channels.remove(at);
         self.replays.stop(channel).await;
         self.state.hub.leave(channel, self.member);
+        self.leave_presence(channel);
         true
+    }
+
+    /// Sends this connection `presence_diff` frames for a joined namespace.
+    pub(crate) async fn watch_presence(
+        &mut self,
+        namespace: &Namespace,
+    ) -> Result<(), async_nats::Error> {
+        let joined = |(here, watching): &&mut (Here, Option<Watching>)| {
+            here.namespace() == namespace && watching.is_none()
+        };
+        if !self.presence.iter_mut().any(|entry| joined(&entry)) {
+            return Ok(()); // watched already, or not joined
+        }
+        let watching = self
+            .state
+            .presence
+            .watch(namespace, self.member, &self.outbox)
+            .await?;
+        if let Some((_, slot)) = self.presence.iter_mut().find(joined) {
+            *slot = Some(watching);
+        }
+        Ok(())
+    }
+
+    /// Stops the `presence_diff` frames of the namespaces `keep` refuses
+    /// (a refreshed token without their `presence` grant); returns them.
+    pub(crate) fn unwatch_presence(&mut self, keep: impl Fn(&Namespace) -> bool) -> Vec<Namespace> {
+        let mut dropped = Vec::new();
+        for (here, watching) in &mut self.presence {
+            if watching.is_some() && !keep(here.namespace()) {
+                *watching = None;
+                dropped.push(here.namespace().clone());
+            }
+        }
+        dropped
+    }
+
+    fn leave_presence(&mut self, channel: &Channel) {
+        if let Some(namespace) = channel.as_namespace() {
+            self.presence
+                .retain(|(here, _)| here.namespace() != namespace);
+        }
     }
 
     /// A service took `namespace` from the user: leaves it (after its last
@@ -214,6 +268,7 @@ impl Attachment {
         self.channels.retain(|(c, _)| c != channel);
         self.replays.abort(channel);
         self.state.hub.leave(channel, self.member);
+        self.leave_presence(channel);
     }
 
     pub(crate) fn is_joined(&self, channel: &Channel) -> bool {

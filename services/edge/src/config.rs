@@ -101,6 +101,15 @@ pub struct Args {
     /// another `Origin` gets HTTP 403 before the upgrade. Unset: any origin.
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
+    /// How long a user stays present after their edge stopped vouching for
+    /// them, in milliseconds: the TTL of this edge's presence messages
+    /// (whole seconds, rounded up; at least 1 s), rewritten every third of it.
+    /// A killed edge's users leave within it (plus about a second).
+    #[arg(long, env = "HERALD_PRESENCE_TTL_MS", default_value_t = 30_000)]
+    pub presence_ttl_ms: u64,
+    /// Most members a `presence` answer lists (the rest: `truncated`).
+    #[arg(long, env = "HERALD_PRESENCE_MAX_MEMBERS", default_value_t = 1000)]
+    pub presence_max_members: usize,
     /// With --dev: the publisher URL the demo page posts events to (`GET /dev/config`).
     #[arg(
         long,
@@ -162,6 +171,10 @@ pub struct Config {
     pub dev_secret: Option<Secret>,
     /// Where the demo page publishes (`GET /dev/config`).
     pub dev_publisher_url: String,
+    /// The TTL of presence messages (whole seconds, at least 1).
+    pub presence_ttl: Duration,
+    /// Most members a `presence` answer lists.
+    pub presence_max_members: usize,
 }
 
 impl TryFrom<Args> for Config {
@@ -215,6 +228,8 @@ impl TryFrom<Args> for Config {
                 .then(|| args.jwt.jwt_secret.or(loaded.generated_secret))
                 .flatten(),
             dev_publisher_url: args.dev_publisher_url,
+            presence_ttl: Duration::from_secs(args.presence_ttl_ms.div_ceil(1000).max(1)),
+            presence_max_members: args.presence_max_members,
         })
     }
 }

@@ -68,6 +68,8 @@ async fn token(
     let mut user_claims = json!({
         "sub": user.as_str(), "aud": state.config.expect.audience,
         "iat": now, "exp": exp, "ns": grants, "rpc": rpc,
+        // The demo shows who else has the calendar open: the same grants.
+        "presence": grants,
     });
     let mut service_claims = json!({
         "sub": DEMO_SERVICE, "aud": PUBLISHER_AUDIENCE,

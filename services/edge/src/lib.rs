@@ -19,6 +19,7 @@ mod hub;
 mod metrics;
 mod ops;
 mod outbox;
+mod presence;
 mod rate_limit;
 mod replay;
 mod rpc;
@@ -83,6 +84,7 @@ pub async fn run(
     let reconcile_interval = config.reconcile_interval;
     let state = AppState::new(config, nats.clone(), history.clone(), epoch, reconcile);
     let reconciling = tokio::spawn(state.hub.clone().reconcile_forever(reconcile_interval));
+    let presence = tokio::spawn(state.presence.clone().run());
     // Before serving: an edge started after a revocation refuses its tokens too.
     let controlling = control::start(&nats, state.registry.clone()).await?;
     // With `--jwks-url`: fetch the provider's keys now and whenever they go stale.
@@ -130,6 +132,9 @@ pub async fn run(
     herald_http::serve(listener, router(state.clone()), state.config.http, drain).await;
     reconciling.abort();
     controlling.abort();
+    // The sessions have ended: their users leave at once rather than at the TTL.
+    presence.abort();
+    state.presence.flush().await;
     let _ = nats.drain().await;
     let _ = history.drain().await;
     tracing::info!("Edge stopped.");

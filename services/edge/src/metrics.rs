@@ -72,6 +72,7 @@ pub(crate) struct Metrics {
     jwks_keys: Gauge,
     rpc_calls: Family<RpcCall, Counter>,
     rpc_latency: Family<RpcMethodLabel, Histogram, fn() -> Histogram>,
+    presence_writes: Counter,
 }
 
 /// The labels of `rpc_calls`: the method (`unknown` for a name not
@@ -114,6 +115,7 @@ impl Metrics {
             jwks_keys: Gauge::default(),
             rpc_calls: Family::default(),
             rpc_latency: Family::new_with_constructor(rpc_latency_histogram),
+            presence_writes: Counter::default(),
         };
         for result in FetchResult::ALL {
             let _ = metrics.jwks_fetches.get_or_create(&Fetch(result));
@@ -220,11 +222,21 @@ impl Metrics {
             self.rpc_latency.clone(),
         );
         r.register(
+            "presence_writes",
+            "Presence sets this edge wrote to NATS (one per namespace on a change, coalesced, and per heartbeat)",
+            self.presence_writes.clone(),
+        );
+        r.register(
             "nats_connected",
             "1 while connected to NATS, else 0",
             self.nats_connected.clone(),
         );
         self
+    }
+
+    /// Presence sets written to the stream.
+    pub(crate) fn presence_written(&self, n: u64) {
+        self.presence_writes.inc_by(n);
     }
 
     /// A replay started; it counts as running until the guard drops (it

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod commands;
+mod presence;
 
 use crate::{
     admission::Admitted,

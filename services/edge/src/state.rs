@@ -8,7 +8,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admission::UserConnections, config::Config, control::Registry, hub::Hub, metrics::Metrics,
-    stream_reader::StreamReader,
+    presence::Presence, stream_reader::StreamReader,
 };
 
 /// Cheap to clone: every field is a handle.
@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub(crate) registry: Arc<Registry>,
     /// Each user's connections on this node (`--max-connections-per-user`).
     pub(crate) user_connections: Arc<UserConnections>,
+    /// Who is joined to which namespace here, and the presence watchers.
+    pub(crate) presence: Arc<Presence>,
 }
 
 impl AppState {
@@ -41,9 +43,18 @@ impl AppState {
         reconcile: Arc<Notify>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
+        let presence = Arc::new(Presence::new(
+            config.node_id.clone(),
+            nats.clone(),
+            history.clone(),
+            config.presence_ttl,
+            config.presence_max_members,
+            metrics.clone(),
+        ));
         let reader =
             StreamReader::new(history, config.replay_page_bytes, config.replay_concurrency);
         Self {
+            presence,
             config: Arc::new(config),
             hub: Arc::new(Hub::new(nats.clone(), reader, reconcile, metrics.clone())),
             metrics,

@@ -77,6 +77,9 @@ pub struct Args {
     /// Do not consume domain events from NATS (`domain.>`); HTTP ingest only.
     #[arg(long, env = "HERALD_NO_INGEST", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ingest: bool,
+    /// Most members `GET /v1/presence/{namespace}` lists (the rest: `truncated`).
+    #[arg(long, env = "HERALD_PRESENCE_MAX_MEMBERS", default_value_t = 1000)]
+    pub presence_max_members: usize,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -106,6 +109,8 @@ pub struct Config {
     pub max_token_lifetime: Duration,
     /// `--dev`: answer CORS, so the edge's demo page (another origin) can publish.
     pub dev_mode: bool,
+    /// Most members `GET /v1/presence/{namespace}` lists.
+    pub presence_max_members: usize,
 }
 
 /// What one event and one service may store, so that no caller can push
@@ -220,6 +225,7 @@ impl TryFrom<Args> for Config {
             }),
             max_token_lifetime: Duration::from_secs(args.max_token_lifetime_secs),
             dev_mode: args.jwt.dev,
+            presence_max_members: args.presence_max_members,
         })
     }
 }

@@ -14,6 +14,7 @@ mod http_ingest;
 mod metrics;
 mod nats_ingest;
 mod ops;
+mod presence;
 mod publish;
 mod quota;
 mod sequencer;
@@ -67,6 +68,10 @@ pub async fn run(
     })
     .await?;
     tracing::info!(%epoch, "Notification stream ready.");
+    at_start_up("the presence stream", || {
+        streams::ensure_presence_stream(&jetstream, config.stream.replicas)
+    })
+    .await?;
 
     // One registry for HTTP and NATS ingest alike.
     let metrics = Arc::new(Metrics::new());
@@ -139,6 +144,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/events/batch", post(batch_ingest::post_batch))
         .route("/v1/users/{user}/disconnect", post(sessions::disconnect))
         .route("/v1/users/{user}/unsubscribe", post(sessions::unsubscribe))
+        .route("/v1/presence/{namespace}", get(presence::get_presence))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -21,8 +21,11 @@ use herald_shared::{
     envelope::MAX_ENVELOPE_BYTES,
     stream::{
         DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, EPOCH_METADATA_KEY, NOTIFY_STREAM,
+        PRESENCE_STREAM,
     },
-    subject::{DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS},
+    subject::{
+        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS, PRESENCE_SUBJECTS,
+    },
 };
 
 /// Operator-tunable limits of the notification stream.
@@ -247,6 +250,61 @@ fn notify_config(limits: &StreamLimits, epoch: &str) -> Config {
             headers_only: false,
         }),
         metadata: HashMap::from([(EPOCH_METADATA_KEY.to_string(), epoch.to_string())]),
+        ..Default::default()
+    }
+}
+
+/// How long the marker JetStream leaves when an edge's presence set ages
+/// out is kept (nats-server wants at least a second).
+const PRESENCE_MARKER_TTL: Duration = Duration::from_secs(60);
+/// Presence sets are small (a user id and a count per member); this bounds
+/// what a misbehaving writer could pile up.
+const PRESENCE_MAX_BYTES: i64 = 256 << 20;
+
+/// Creates the presence stream or brings an existing one to this
+/// configuration. Safe to run from several replicas at once.
+///
+/// # Errors
+/// JetStream is unreachable or refuses the configuration (a server older
+/// than 2.11 knows no per-message TTL).
+pub async fn ensure_presence_stream(
+    jetstream: &jetstream::Context,
+    replicas: usize,
+) -> Result<(), EnsureError> {
+    jetstream
+        .create_or_update_stream(presence_config(replicas))
+        .await
+        .map(drop)
+        .map_err(|source| EnsureError::Stream {
+            stream: PRESENCE_STREAM,
+            source,
+        })
+}
+
+/// One subject per (namespace, edge), its last message only, each message
+/// with its own TTL (`Nats-TTL`, which needs `allow_msg_ttl`). An edge that
+/// dies stops rewriting its sets, so they age out, and JetStream leaves a
+/// delete marker in their place. nats-server turns roll-ups on for delete
+/// markers (and refuses them without on a pedantic request), so they are
+/// asked for here, which keeps the update idempotent. With one message per
+/// subject the server also leaves the message TTL alone (with more it
+/// raises it to the marker's TTL).
+fn presence_config(replicas: usize) -> Config {
+    Config {
+        name: PRESENCE_STREAM.into(),
+        description: Some("Herald presence: each edge's users per namespace, with a TTL".into()),
+        subjects: vec![PRESENCE_SUBJECTS.into()],
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        max_bytes: PRESENCE_MAX_BYTES,
+        max_messages: -1,
+        max_messages_per_subject: 1,
+        num_replicas: replicas,
+        allow_direct: true,
+        allow_message_ttl: true,
+        subject_delete_marker_ttl: Some(PRESENCE_MARKER_TTL),
+        allow_rollup: true,
         ..Default::default()
     }
 }

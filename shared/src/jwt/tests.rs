@@ -230,8 +230,12 @@ fn namespace_grants_match_exact_names_and_prefixes() {
         iat: None,
         ns: vec!["team-*".into(), "lobby".into()],
         rpc: Vec::new(),
+        presence: vec!["team-4*".into()],
     };
     let ns = |s: &str| Namespace::parse(s).unwrap();
+    assert!(claims.allows_presence(&ns("team-42")));
+    assert!(!claims.allows_presence(&ns("team-5")));
+    assert!(!claims.allows_presence(&ns("lobby")));
     assert!(claims.allows(&ns("team-42")));
     assert!(claims.allows(&ns("lobby")));
     assert!(!claims.allows(&ns("lobby2")));

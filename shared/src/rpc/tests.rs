@@ -150,6 +150,7 @@ fn rpc_grants_match_exact_names_and_prefixes() {
         iat: None,
         ns: Vec::new(),
         rpc: rpc.iter().map(|s| s.to_string()).collect(),
+        presence: Vec::new(),
     };
     let rsvp = RpcMethod::CalendarEventRsvp;
     assert!(claims(&["calendar.event.rsvp"]).allows_method(rsvp));
@@ -168,6 +169,7 @@ fn rpc_grants_are_bounded_like_namespace_grants() {
         iat: None,
         ns: Vec::new(),
         rpc: vec!["calendar.*".to_string(); 3],
+        presence: Vec::new(),
     };
     assert!(claims.check_grants(3).is_ok());
     assert!(claims.check_grants(2).is_err());

@@ -35,6 +35,9 @@ enum Command {
         /// A namespace the user may join (exact, or a prefix ending in `*`); repeatable.
         #[arg(long = "ns")]
         namespaces: Vec<String>,
+        /// A namespace whose presence the user may see (exact, or a prefix ending in `*`); repeatable.
+        #[arg(long = "presence")]
+        presence: Vec<String>,
         #[arg(long, default_value_t = 3600)]
         ttl_secs: i64,
         #[arg(long, default_value = "herald")]
@@ -85,10 +88,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Token {
             user,
             namespaces,
+            presence,
             ttl_secs,
             audience,
         } => {
-            let claims = json!({ "sub": user, "aud": audience, "iat": now(), "exp": now() + ttl_secs, "ns": namespaces });
+            let mut claims = json!({ "sub": user, "aud": audience, "iat": now(), "exp": now() + ttl_secs, "ns": namespaces });
+            if !presence.is_empty() {
+                claims["presence"] = json!(presence);
+            }
             println!("{}", sign(&claims, &secret(cli.secret)?));
         }
         Command::ServiceToken { ttl_secs, audience } => {

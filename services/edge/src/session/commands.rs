@@ -68,10 +68,20 @@ impl Session {
                 namespace,
                 since,
                 epoch,
+                presence,
             } => {
                 let resume = since.map(|since| Cursor { since, epoch });
-                self.subscribe(r#ref, namespace, resume).await;
+                if presence && !self.claims.allows_presence(&namespace) {
+                    self.send(ServerFrame::Error {
+                        code: ErrorCode::ForbiddenNamespace,
+                        message: format!("the token does not allow the presence of `{namespace}`"),
+                        r#ref,
+                    });
+                    return None;
+                }
+                self.subscribe(r#ref, namespace, resume, presence).await;
             }
+            ClientFrame::Presence { r#ref, namespace } => self.presence(r#ref, namespace).await,
             ClientFrame::Unsubscribe { r#ref, namespace } => {
                 let channel = Channel::namespace(namespace);
                 // Before `unsubscribed` is queued: nothing of the channel follows it.
@@ -138,11 +148,14 @@ impl Session {
         None
     }
 
+    /// Joins the namespace; with `presence`, its diffs start before
+    /// `subscribed` is sent.
     async fn subscribe(
         &mut self,
         r#ref: Option<String>,
         namespace: Namespace,
         resume: Option<Cursor>,
+        presence: bool,
     ) {
         let channel = Channel::namespace(namespace.clone());
         let refuse = |code, message: String| ServerFrame::Error {
@@ -159,6 +172,9 @@ impl Session {
         if self.attachment.is_joined(&channel) {
             // Already joined: live delivery covers it; a cursor here would replay twice.
             let seq = self.state.hub.hw(&channel).unwrap_or(0);
+            if presence {
+                self.watch_presence(r#ref.clone(), &namespace).await;
+            }
             return self.send(ServerFrame::Subscribed {
                 r#ref,
                 channel,
@@ -170,7 +186,10 @@ impl Session {
             let message = format!("at most {max} namespaces per socket");
             return self.send(refuse(ErrorCode::TooManySubscriptions, message));
         }
-        let joined = self.attachment.join(&channel, resume.is_some()).await;
+        let joined = self
+            .attachment
+            .join(&channel, &self.user, resume.is_some())
+            .await;
         let hw = match joined {
             Ok(hw) => hw,
             Err(err) => {
@@ -181,6 +200,9 @@ impl Session {
                 ));
             }
         };
+        if presence {
+            self.watch_presence(r#ref.clone(), &namespace).await;
+        }
         // `subscribed` first: the replayed events (seq <= its `seq`) follow it.
         self.send(ServerFrame::Subscribed {
             r#ref,
@@ -201,7 +223,8 @@ impl Session {
         revoked
     }
 
-    /// After a token refresh: leave namespaces the new token no longer allows.
+    /// After a token refresh: leave namespaces the new token no longer
+    /// allows, and stop the presence diffs it no longer allows.
     fn drop_revoked_namespaces(&mut self) {
         let revoked: Vec<Namespace> = self
             .attachment
@@ -209,6 +232,19 @@ impl Session {
             .filter(|ns| !self.claims.allows(ns))
             .cloned()
             .collect();
+        let claims = &self.claims;
+        for namespace in self
+            .attachment
+            .unwatch_presence(|ns| claims.allows_presence(ns))
+        {
+            self.send(ServerFrame::Error {
+                code: ErrorCode::ForbiddenNamespace,
+                message: format!(
+                    "the new token does not allow the presence of `{namespace}`; no more presence_diff"
+                ),
+                r#ref: None,
+            });
+        }
         for namespace in revoked {
             let channel = Channel::namespace(namespace);
             self.attachment.drop_channel(&channel);
