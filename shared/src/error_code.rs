@@ -55,11 +55,24 @@ pub enum ErrorCode {
     Revoked,
     /// An unexpected server-side failure; the message says nothing more.
     InternalError,
+    /// An `rpc` frame names a method no edge knows.
+    UnknownMethod,
+    /// The token's `rpc` claim does not allow this method.
+    ForbiddenMethod,
+    /// No service answers this method right now (no responders on NATS, or
+    /// NATS unreachable); retry later.
+    RpcUnavailable,
+    /// The service did not answer within `--rpc-timeout-ms`. The call may or
+    /// may not have taken effect: refetch before retrying a change.
+    RpcTimeout,
+    /// The service answered something that is not a reply (`{"result"}` or
+    /// `{"error"}` with a code matching `^[A-Z][A-Z0-9_]{0,63}$`).
+    RpcFailed,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and schema tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::MalformedJson,
         Self::MissingToken,
         Self::InvalidToken,
@@ -79,6 +92,11 @@ impl ErrorCode {
         Self::TooManyConnections,
         Self::Revoked,
         Self::InternalError,
+        Self::UnknownMethod,
+        Self::ForbiddenMethod,
+        Self::RpcUnavailable,
+        Self::RpcTimeout,
+        Self::RpcFailed,
     ];
 
     /// The stable wire string, e.g. `"INVALID_TOKEN"`.
@@ -103,6 +121,11 @@ impl ErrorCode {
             Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
             Self::Revoked => "REVOKED",
             Self::InternalError => "INTERNAL_ERROR",
+            Self::UnknownMethod => "UNKNOWN_METHOD",
+            Self::ForbiddenMethod => "FORBIDDEN_METHOD",
+            Self::RpcUnavailable => "RPC_UNAVAILABLE",
+            Self::RpcTimeout => "RPC_TIMEOUT",
+            Self::RpcFailed => "RPC_FAILED",
         }
     }
 
@@ -112,15 +135,18 @@ impl ErrorCode {
             Self::MalformedJson
             | Self::MalformedFrame
             | Self::UnknownFrame
-            | Self::ForbiddenNamespace => 400,
+            | Self::ForbiddenNamespace
+            | Self::UnknownMethod => 400,
             Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::Revoked => 401,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::ForbiddenMethod => 403,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::ValidationFailed | Self::UnknownEventType => 422,
             Self::RateLimited | Self::TooManySubscriptions | Self::TooManyConnections => 429,
             Self::InternalError => 500,
-            Self::NatsUnavailable | Self::SlowConsumer => 503,
+            Self::NatsUnavailable | Self::SlowConsumer | Self::RpcUnavailable => 503,
+            Self::RpcFailed => 502,
+            Self::RpcTimeout => 504,
         }
     }
 
@@ -143,7 +169,7 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::NatsUnavailable | Self::RateLimited | Self::InternalError
+            Self::NatsUnavailable | Self::RateLimited | Self::InternalError | Self::RpcUnavailable
         )
     }
 }

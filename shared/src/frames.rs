@@ -9,6 +9,7 @@ use crate::{
     channel::Channel,
     error_code::ErrorCode,
     ids::{EventId, Namespace, UserId},
+    rpc::RpcReply,
     secret::Secret,
     timestamp::Timestamp,
 };
@@ -86,6 +87,14 @@ pub enum ServerFrame {
     HistoryTruncated { channel: Channel, first_seq: u64 },
     /// The node is going away; reconnect (to any node) at once.
     Reconnect { reason: String },
+    /// The answer to one `rpc` frame, with its `ref`: `result`, or `error`
+    /// with a code (the service's own, or an edge-side one such as
+    /// `RPC_TIMEOUT`) and, for `VALIDATION_FAILED`, `errors[].path`.
+    RpcResult {
+        r#ref: String,
+        #[serde(flatten)]
+        reply: RpcReply,
+    },
 }
 
 /// A frame the client sends.
@@ -117,9 +126,17 @@ pub enum ClientFrame {
         r#ref: Option<String>,
         token: Secret,
     },
+    /// A call of a registered method, answered by one `rpc_result` with the
+    /// same `ref` (the socket lives on whatever the outcome).
+    Rpc {
+        r#ref: String,
+        method: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    },
 }
 
-const CLIENT_FRAME_TYPES: [&str; 4] = ["subscribe", "unsubscribe", "ping", "auth"];
+const CLIENT_FRAME_TYPES: [&str; 5] = ["subscribe", "unsubscribe", "ping", "auth", "rpc"];
 
 /// Why a client frame was refused; the connection lives on.
 #[derive(Debug, Clone, PartialEq)]
@@ -284,6 +301,41 @@ mod tests {
         assert_eq!(encode_event_frame(&channel, 1, b"{}"), None);
         assert_eq!(encode_event_frame(&channel, 1, b"[1]"), None);
         assert_eq!(encode_event_frame(&channel, 1, b"{\"a\":1"), None);
+    }
+
+    #[test]
+    fn rpc_frames_parse_and_results_carry_the_reply_beside_the_ref() {
+        let frame = parse_client_frame(
+            r#"{"type":"rpc","ref":"7","method":"calendar.event.rsvp","data":{"a":1}}"#,
+        )
+        .unwrap();
+        assert!(matches!(frame, ClientFrame::Rpc { ref r#ref, .. } if r#ref == "7"));
+        assert_eq!(
+            parse_client_frame(r#"{"type":"rpc","method":"m"}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::ValidationFailed,
+            "a call without a ref could never be answered"
+        );
+
+        let ok = ServerFrame::RpcResult {
+            r#ref: "7".into(),
+            reply: RpcReply::ok(serde_json::json!({ "id": 1 })),
+        };
+        assert_eq!(
+            ok.to_json(),
+            r#"{"type":"rpc_result","ref":"7","result":{"id":1}}"#
+        );
+        let failed = ServerFrame::RpcResult {
+            r#ref: "8".into(),
+            reply: RpcReply::error("SLOT_TAKEN", "taken").unwrap(),
+        };
+        let text = failed.to_json();
+        assert_eq!(
+            text,
+            r#"{"type":"rpc_result","ref":"8","error":{"code":"SLOT_TAKEN","message":"taken"}}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerFrame>(&text).unwrap(), failed);
     }
 
     #[test]

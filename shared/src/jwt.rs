@@ -73,6 +73,9 @@ pub struct UserClaims {
     /// Namespaces the user may join: exact names, or prefixes ending in `*`.
     #[serde(default)]
     pub ns: Vec<String>,
+    /// RPC methods the user may call: exact names, or prefixes ending in `*`.
+    #[serde(default)]
+    pub rpc: Vec<String>,
 }
 
 /// The claims of a service token (publisher).
@@ -127,7 +130,7 @@ impl UserClaims {
         })
     }
 
-    /// Refuses a token with more than `max` namespace grants: a socket keeps
+    /// Refuses a token with more than `max` namespace (or rpc) grants: a socket keeps
     /// its claims for its whole life, and each `allows` walks the grants.
     ///
     /// # Errors
@@ -137,6 +140,12 @@ impl UserClaims {
             return Err(TokenError::Invalid(format!(
                 "the token carries {} namespace grants; at most {max} are allowed",
                 self.ns.len()
+            )));
+        }
+        if self.rpc.len() > max {
+            return Err(TokenError::Invalid(format!(
+                "the token carries {} rpc grants; at most {max} are allowed",
+                self.rpc.len()
             )));
         }
         Ok(())

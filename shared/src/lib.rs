@@ -16,6 +16,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod nats;
 pub mod net;
+pub mod rpc;
 pub mod schema;
 pub mod secret;
 pub mod session_control;

@@ -12,6 +12,7 @@ use crate::{
     error_code::ErrorBody,
     events::EventType,
     frames::{ClientFrame, ServerFrame},
+    rpc::{RpcMethod, RpcReply},
 };
 
 /// Every schema file: its path under `proto-schemas/schemas/` and its content.
@@ -31,6 +32,7 @@ pub fn all() -> Vec<(String, Value)> {
             "dead-letter.json".to_string(),
             root::<DeadLetter>("DeadLetter"),
         ),
+        ("rpc-reply.json".to_string(), root::<RpcReply>("RpcReply")),
     ];
     for &event_type in EventType::ALL {
         let schema = titled(
@@ -38,6 +40,10 @@ pub fn all() -> Vec<(String, Value)> {
             event_type.as_str(),
         );
         files.push((format!("events/{event_type}.json"), schema));
+    }
+    for &method in RpcMethod::ALL {
+        let schema = titled(method.data_schema(&mut generator()), method.as_str());
+        files.push((format!("rpc/{method}.json"), schema));
     }
     files.extend(split_frames::<ServerFrame>("server"));
     files.extend(split_frames::<ClientFrame>("client"));

@@ -2,7 +2,8 @@
 //!
 //! Stored notifications live on `notify.user.<token>` and `notify.ns.<token>`;
 //! the stream republishes each stored message to the same subject under
-//! `live.` for edges. Domain events arrive on `domain.<event type>`.
+//! `live.` for edges. Domain events arrive on `domain.<event type>`. Edges
+//! send a client's calls to `rpc.<method>` (a registered method's name).
 //!
 //! User ids and namespace names become a single subject token through a
 //! reversible escaping: ASCII letters, digits, `-` and `_` stay as they are,
@@ -18,6 +19,7 @@ use crate::{
     channel::{Channel, ChannelKind},
     events::EventType,
     ids::{Namespace, UserId},
+    rpc::RpcMethod,
 };
 
 /// Subjects of the notification stream.
@@ -32,7 +34,11 @@ pub const DEAD_LETTER_SUBJECTS: &str = "deadletter.>";
 /// however many users it serves.
 pub const SESSION_CONTROL_SUBJECTS: &str = "session.*";
 
+/// Every RPC method: only edges may publish here, domain services subscribe.
+pub const RPC_SUBJECTS: &str = "rpc.>";
+
 const NOTIFY_PREFIX: &str = "notify";
+const RPC_PREFIX: &str = "rpc";
 const LIVE_PREFIX: &str = "live";
 const DOMAIN_PREFIX: &str = "domain";
 const DEAD_LETTER_PREFIX: &str = "deadletter";
@@ -115,6 +121,20 @@ pub fn dead_letter_subject(original: &str) -> Subject {
         "{DEAD_LETTER_PREFIX}.{}",
         domain_tail(original).unwrap_or("unknown")
     ))
+}
+
+/// The subject a call of `method` is requested on: `rpc.calendar.event.rsvp`.
+///
+/// Only registered methods have one; their names are fixed literals, so no
+/// client input reaches the subject.
+pub fn rpc_subject(method: RpcMethod) -> Subject {
+    Subject(format!("{RPC_PREFIX}.{}", method.as_str()))
+}
+
+/// The registered method an rpc subject names; `None` for any subject
+/// [`rpc_subject`] did not build.
+pub fn method_from_rpc_subject(subject: &str) -> Option<RpcMethod> {
+    RpcMethod::parse(subject.strip_prefix(RPC_PREFIX)?.strip_prefix('.')?)
 }
 
 /// What follows `domain.` in a domain subject.
@@ -324,6 +344,22 @@ mod tests {
             dead_letter_subject("elsewhere").as_str(),
             "deadletter.unknown"
         );
+    }
+
+    #[test]
+    fn rpc_subjects_name_their_method() {
+        for &method in RpcMethod::ALL {
+            let subject = rpc_subject(method);
+            assert!(subject.as_str().starts_with("rpc."));
+            assert_eq!(method_from_rpc_subject(subject.as_str()), Some(method));
+        }
+        assert_eq!(
+            rpc_subject(RpcMethod::CalendarEventRsvp).as_str(),
+            "rpc.calendar.event.rsvp"
+        );
+        assert_eq!(method_from_rpc_subject("rpc.calendar.event.*"), None);
+        assert_eq!(method_from_rpc_subject("rpccalendar.event.rsvp"), None);
+        assert_eq!(method_from_rpc_subject("domain.calendar.event.rsvp"), None);
     }
 
     #[test]

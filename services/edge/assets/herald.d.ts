@@ -25,7 +25,12 @@ export type ErrorCode =
   | "TOO_MANY_SUBSCRIPTIONS"
   | "TOO_MANY_CONNECTIONS"
   | "REVOKED"
-  | "INTERNAL_ERROR";
+  | "INTERNAL_ERROR"
+  | "UNKNOWN_METHOD"
+  | "FORBIDDEN_METHOD"
+  | "RPC_UNAVAILABLE"
+  | "RPC_TIMEOUT"
+  | "RPC_FAILED";
 
 /**
  * Codes the client itself reports, in frames shaped like the edge's `error`:

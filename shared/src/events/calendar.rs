@@ -111,7 +111,9 @@ pub enum RsvpResponse {
     Tentative,
 }
 
-fn is_after(starts_at: &Timestamp) -> impl FnOnce(&Timestamp, &()) -> garde::Result + '_ {
+pub(crate) fn is_after(
+    starts_at: &Timestamp,
+) -> impl FnOnce(&Timestamp, &()) -> garde::Result + '_ {
     move |ends_at, _| {
         if ends_at > starts_at {
             Ok(())
@@ -121,7 +123,10 @@ fn is_after(starts_at: &Timestamp) -> impl FnOnce(&Timestamp, &()) -> garde::Res
     }
 }
 
-fn optional_no_control_characters(value: &Option<String>, context: &()) -> garde::Result {
+pub(crate) fn optional_no_control_characters(
+    value: &Option<String>,
+    context: &(),
+) -> garde::Result {
     value
         .as_deref()
         .map_or(Ok(()), |value| no_control_characters(value, context))

@@ -95,7 +95,7 @@ impl JsonSchema for EventType {
 }
 
 /// Deserializes `data` into `T` (unknown fields rejected), then runs its garde rules.
-fn validate_data<T>(data: serde_json::Value) -> Result<T, Vec<FieldError>>
+pub(crate) fn validate_data<T>(data: serde_json::Value) -> Result<T, Vec<FieldError>>
 where
     T: DeserializeOwned + garde::Validate<Context = ()>,
 {

@@ -229,6 +229,7 @@ fn namespace_grants_match_exact_names_and_prefixes() {
         exp: 0,
         iat: None,
         ns: vec!["team-*".into(), "lobby".into()],
+        rpc: Vec::new(),
     };
     let ns = |s: &str| Namespace::parse(s).unwrap();
     assert!(claims.allows(&ns("team-42")));

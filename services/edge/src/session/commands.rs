@@ -116,6 +116,13 @@ impl Session {
                     }
                 }
             }
+            ClientFrame::Rpc { r#ref, .. } => self.send(ServerFrame::RpcResult {
+                r#ref,
+                reply: herald_shared::rpc::RpcReply::Error(herald_shared::rpc::RpcError::herald(
+                    ErrorCode::RpcUnavailable,
+                    "this edge does not relay calls yet",
+                )),
+            }),
         }
         None
     }
