@@ -3,6 +3,7 @@
 //! `publisher` and `domain-service` have exactly those (README, "NATS
 //! permissions"; a test checks the README's table is this one).
 
+use calendar_service::config::DEFAULT_BUCKET as CALENDAR_BUCKET;
 use herald_shared::{
     session_control::REVOCATIONS_BUCKET,
     stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
@@ -107,13 +108,35 @@ pub fn publisher() -> Permissions {
     }
 }
 
-/// A domain service: publishes domain events and reads the stream's acks.
+/// A domain service: publishes domain events and reads the stream's acks;
+/// as the example calendar service, also answers the calendar rpc methods
+/// (a queue subscription, replies through [`allows_responses`]) and keeps
+/// its calendars in a key-value bucket (created or updated at start-up,
+/// read by direct get, written compare-and-set).
 pub fn domain_service() -> Permissions {
+    let calendars = format!("KV_{CALENDAR_BUCKET}");
+    let mut publish = vec![DOMAIN_SUBJECTS.to_string(), "$JS.API.INFO".into()];
+    for action in ["INFO", "CREATE", "UPDATE"] {
+        publish.push(format!("$JS.API.STREAM.{action}.{calendars}"));
+    }
+    publish.push(format!("$JS.API.DIRECT.GET.{calendars}.>"));
+    publish.push(format!("$JS.API.STREAM.MSG.GET.{calendars}"));
+    publish.push(format!("$KV.{CALENDAR_BUCKET}.>"));
     Permissions {
         user: "domain-service",
-        publish: vec![DOMAIN_SUBJECTS.into()],
-        subscribe: vec![inboxes("domain-service")],
+        publish,
+        subscribe: vec![RPC_CALENDAR_SUBJECTS.into(), inboxes("domain-service")],
     }
+}
+
+/// The calendar methods the example service answers.
+const RPC_CALENDAR_SUBJECTS: &str = "rpc.calendar.>";
+
+/// Whether `user` may publish to the reply subject of a request it received
+/// (nats-server's `allow_responses`: once per request, within its lifetime),
+/// without a publish permission on other users' inboxes.
+pub fn allows_responses(user: &str) -> bool {
+    user == "domain-service"
 }
 
 /// Every user, in the README's order.
@@ -144,11 +167,12 @@ pub fn least_privilege_config() -> String {
         .map(|p| {
             format!(
                 "      {{ user: \"{user}\", password: \"{password}\", permissions: {{ \
-                 publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }} }} }}",
+                 publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }}{responses} }} }}",
                 user = p.user,
                 password = password(p.user),
                 publish = quoted(&p.publish),
                 subscribe = quoted(&p.subscribe),
+                responses = if allows_responses(p.user) { ", allow_responses: true" } else { "" },
             )
         })
         .collect::<Vec<_>>()
@@ -184,8 +208,13 @@ pub fn readme_table() -> String {
     };
     let mut table = String::from("| user | publish | subscribe |\n| --- | --- | --- |\n");
     for p in all() {
+        let responses = if allows_responses(p.user) {
+            " and replies to the requests it gets (`allow_responses`)"
+        } else {
+            ""
+        };
         table.push_str(&format!(
-            "| `{}` | {} | {} |\n",
+            "| `{}` | {}{responses} | {} |\n",
             p.user,
             code(&p.publish),
             code(&p.subscribe)

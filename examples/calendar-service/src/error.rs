@@ -12,6 +12,9 @@ pub enum ServiceError {
     /// two are not told apart, so ids cannot be probed).
     #[error("you are not a member of calendar `{0}`")]
     Forbidden(String),
+    /// A request without a valid `Herald-User` (not from an edge).
+    #[error("no caller: the Herald-User header is missing or invalid")]
+    NoUser,
     #[error("{0}")]
     NotFound(String),
     /// Another timed event holds the same location at that time.
@@ -37,7 +40,7 @@ impl ServiceError {
     /// The code on the wire.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Forbidden(_) => "FORBIDDEN",
+            Self::Forbidden(_) | Self::NoUser => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::SlotTaken(_) => "SLOT_TAKEN",
             Self::CalendarFull(_) => "CALENDAR_FULL",

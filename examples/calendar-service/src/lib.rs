@@ -19,41 +19,103 @@ pub mod handle;
 mod service;
 pub mod store;
 
-use std::future::Future;
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 pub use crate::config::{Args, Config};
 use crate::{handle::Handler, store::Store};
 
-/// Connects to NATS, opens the bucket, adds the seeded members, and answers
-/// requests until `shutdown` completes.
+/// Starts the service and answers requests until `shutdown` completes.
 ///
 /// # Errors
-/// NATS cannot be reached, or the bucket cannot be created.
+/// As [`Service::start`].
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let nats = herald_shared::nats::connect(
-        &config.nats_url,
-        &config.nats_auth,
-        "calendar-service",
-        None,
-    )
-    .await?;
-    let jetstream = async_nats::jetstream::new(nats.clone());
-    let store = Store::open(jetstream, &config.bucket, config.replicas).await?;
-    let handler = Handler {
-        store,
-        auto_join: config.auto_join,
-    };
-    for (calendar, members) in &config.seed_members {
-        handler
-            .seed(calendar, members)
-            .await
-            .map_err(|err| anyhow::anyhow!("seeding calendar {}: {err}", calendar.as_str()))?;
+    Service::start(config).await?.serve(shutdown).await
+}
+
+/// A replica that is subscribed and answering (once [`Service::serve`] runs).
+#[derive(Debug)]
+pub struct Service {
+    nats: async_nats::Client,
+    config: Config,
+    handler: Handler,
+    subscribers: Vec<async_nats::Subscriber>,
+    answered: Arc<AtomicU64>,
+}
+
+impl Service {
+    /// Connects to NATS, opens the bucket, adds the seeded members, and
+    /// subscribes: requests sent once this returns reach this replica (or
+    /// another of its queue group).
+    ///
+    /// # Errors
+    /// NATS cannot be reached, or the bucket cannot be created.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let nats = herald_shared::nats::connect(
+            &config.nats_url,
+            &config.nats_auth,
+            "calendar-service",
+            None,
+        )
+        .await?;
+        let jetstream = async_nats::jetstream::new(nats.clone());
+        let store = Store::open(jetstream, &config.bucket, config.replicas).await?;
+        let handler = Handler {
+            store,
+            auto_join: config.auto_join,
+        };
+        for (calendar, members) in &config.seed_members {
+            handler
+                .seed(calendar, members)
+                .await
+                .map_err(|err| anyhow::anyhow!("seeding calendar {}: {err}", calendar.as_str()))?;
+        }
+        let subscribers = service::subscribe(&nats, &config).await?;
+        Ok(Self {
+            nats,
+            config,
+            handler,
+            subscribers,
+            answered: Arc::default(),
+        })
     }
-    service::serve(&nats, &config, handler, shutdown).await?;
-    nats.drain().await?;
-    tracing::info!("Calendar service drained.");
-    Ok(())
+
+    /// How many requests this replica has answered so far (a counter that
+    /// keeps counting while it serves).
+    pub fn answered(&self) -> Arc<AtomicU64> {
+        self.answered.clone()
+    }
+
+    /// Answers requests until `shutdown` completes, then drains.
+    ///
+    /// # Errors
+    /// The NATS connection fails while draining.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let answered = self.answered.clone();
+        service::serve(
+            &self.nats,
+            &self.config,
+            self.subscribers,
+            self.handler,
+            move || {
+                answered.fetch_add(1, Ordering::Relaxed);
+            },
+            shutdown,
+        )
+        .await?;
+        self.nats.drain().await?;
+        tracing::info!("Calendar service drained.");
+        Ok(())
+    }
 }
