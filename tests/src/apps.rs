@@ -97,6 +97,8 @@ pub fn edge_config_on(nats_url: &str, node_id: &str) -> herald_edge::Config {
         max_connections: None,
         max_connections_per_user: None,
         allowed_origins: None,
+        rpc_timeout: Duration::from_secs(5),
+        max_rpc_in_flight: 8,
         replay_page_bytes: 512 * 1024,
         replay_concurrency: 8,
         dev_mode: false,

@@ -8,7 +8,7 @@ use herald_shared::{
     session_control::REVOCATIONS_BUCKET,
     stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM},
     subject::{
-        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS,
+        DEAD_LETTER_SUBJECTS, DOMAIN_SUBJECTS, LIVE_SUBJECTS, NOTIFY_SUBJECTS, RPC_SUBJECTS,
         SESSION_CONTROL_SUBJECTS, direct_get_subject,
     },
 };
@@ -39,12 +39,16 @@ pub struct Permissions {
     pub publish: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
+    /// May answer the requests it receives (once each, on their reply
+    /// subject) without publish rights on anyone's inbox.
+    pub allow_responses: bool,
 }
 
 /// The edge: reads the notification stream's info (its epoch, its last seq),
 /// reads history by direct get, and takes the republished live copies; takes
 /// the session-control messages and watches the revocations bucket (an
-/// ordered consumer: created, recreated after a gap, flow-controlled).
+/// ordered consumer: created, recreated after a gap, flow-controlled);
+/// sends clients' calls to `rpc.>` (answers come back to its inbox).
 pub fn edge() -> Permissions {
     let revocations = revocations_stream();
     Permissions {
@@ -58,12 +62,14 @@ pub fn edge() -> Permissions {
             format!("$JS.API.CONSUMER.CREATE.{revocations}.>"),
             format!("$JS.API.CONSUMER.DELETE.{revocations}.>"),
             format!("$JS.FC.{revocations}.>"),
+            RPC_SUBJECTS.into(),
         ],
         subscribe: vec![
             LIVE_SUBJECTS.into(),
             SESSION_CONTROL_SUBJECTS.into(),
             inboxes("edge"),
         ],
+        allow_responses: false,
     }
 }
 
@@ -105,14 +111,17 @@ pub fn publisher() -> Permissions {
         user: "publisher",
         publish,
         subscribe: vec![inboxes("publisher")],
+        allow_responses: false,
     }
 }
 
 /// A domain service: publishes domain events and reads the stream's acks;
-/// as the example calendar service, also answers the calendar rpc methods
-/// (a queue subscription, replies through [`allows_responses`]) and keeps
-/// its calendars in a key-value bucket (created or updated at start-up,
-/// read by direct get, written compare-and-set).
+/// answers clients' calls on `rpc.>` (only edges may publish there, so it
+/// can trust `Herald-User`), replying through `allow_responses`: a grant to
+/// publish on `_INBOX_edge.>` would let it forge the edge's JetStream answers.
+/// As the example calendar service it also keeps its calendars in a
+/// key-value bucket (created or updated at start-up, read by direct get,
+/// written compare-and-set).
 pub fn domain_service() -> Permissions {
     let calendars = format!("KV_{CALENDAR_BUCKET}");
     let mut publish = vec![DOMAIN_SUBJECTS.to_string(), "$JS.API.INFO".into()];
@@ -125,18 +134,9 @@ pub fn domain_service() -> Permissions {
     Permissions {
         user: "domain-service",
         publish,
-        subscribe: vec![RPC_CALENDAR_SUBJECTS.into(), inboxes("domain-service")],
+        subscribe: vec![RPC_SUBJECTS.into(), inboxes("domain-service")],
+        allow_responses: true,
     }
-}
-
-/// The calendar methods the example service answers.
-const RPC_CALENDAR_SUBJECTS: &str = "rpc.calendar.>";
-
-/// Whether `user` may publish to the reply subject of a request it received
-/// (nats-server's `allow_responses`: once per request, within its lifetime),
-/// without a publish permission on other users' inboxes.
-pub fn allows_responses(user: &str) -> bool {
-    user == "domain-service"
 }
 
 /// Every user, in the README's order.
@@ -167,12 +167,13 @@ pub fn least_privilege_config() -> String {
         .map(|p| {
             format!(
                 "      {{ user: \"{user}\", password: \"{password}\", permissions: {{ \
-                 publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }}{responses} }} }}",
+                 publish: {{ allow: [{publish}] }}, subscribe: {{ allow: [{subscribe}] }}, \
+                 allow_responses: {responses} }} }}",
                 user = p.user,
                 password = password(p.user),
                 publish = quoted(&p.publish),
                 subscribe = quoted(&p.subscribe),
-                responses = if allows_responses(p.user) { ", allow_responses: true" } else { "" },
+                responses = p.allow_responses,
             )
         })
         .collect::<Vec<_>>()
@@ -208,8 +209,8 @@ pub fn readme_table() -> String {
     };
     let mut table = String::from("| user | publish | subscribe |\n| --- | --- | --- |\n");
     for p in all() {
-        let responses = if allows_responses(p.user) {
-            " and replies to the requests it gets (`allow_responses`)"
+        let responses = if p.allow_responses {
+            " and the reply subjects of requests it receives (`allow_responses`)"
         } else {
             ""
         };

@@ -231,6 +231,12 @@ impl Attachment {
         self.channels.iter().filter_map(|(c, _)| c.as_namespace())
     }
 
+    /// The connection's queue, for frames sent later by tasks of their own
+    /// (the answers to calls).
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
     /// Queues a control frame.
     pub(crate) fn send(&self, frame: ServerFrame) {
         self.outbox.push(Utf8Bytes::from(frame.to_json()));

@@ -87,6 +87,14 @@ pub struct Args {
     /// 4005 (0: no cap).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
     pub max_connections_per_user: usize,
+    /// Longest the edge waits for a service to answer an `rpc` call, in
+    /// milliseconds; then the caller gets RPC_TIMEOUT.
+    #[arg(long, env = "HERALD_RPC_TIMEOUT_MS", default_value_t = 5_000)]
+    pub rpc_timeout_ms: u64,
+    /// Most `rpc` calls one socket may have waiting for their service; one
+    /// more is refused with RATE_LIMITED.
+    #[arg(long, env = "HERALD_MAX_RPC_IN_FLIGHT", default_value_t = 8)]
+    pub max_rpc_in_flight: usize,
     /// Comma-separated origins allowed to open WebSockets and SSE streams
     /// (`https://app.example.com`, `https://*.example.com`); a request with
     /// another `Origin` gets HTTP 403 before the upgrade. Unset: any origin.
@@ -135,6 +143,10 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Per user on this node; `None`: no cap.
     pub max_connections_per_user: Option<usize>,
+    /// How long a call waits for its service (RPC_TIMEOUT after).
+    pub rpc_timeout: Duration,
+    /// Calls one socket may have pending (RATE_LIMITED past it).
+    pub max_rpc_in_flight: usize,
     /// `None`: any origin.
     pub allowed_origins: Option<Vec<OriginPattern>>,
     /// Most bytes one replay page reads (at least one notification).
@@ -186,6 +198,8 @@ impl TryFrom<Args> for Config {
             rate_limit_violations: args.rate_limit_violations,
             max_connections: Some(args.max_connections).filter(|&n| n > 0),
             max_connections_per_user: Some(args.max_connections_per_user).filter(|&n| n > 0),
+            rpc_timeout: Duration::from_millis(args.rpc_timeout_ms.max(1)),
+            max_rpc_in_flight: args.max_rpc_in_flight.max(1),
             allowed_origins: args
                 .allowed_origins
                 .as_deref()

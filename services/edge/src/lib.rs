@@ -21,6 +21,7 @@ mod ops;
 mod outbox;
 mod rate_limit;
 mod replay;
+mod rpc;
 mod session;
 mod sse;
 mod state;

@@ -6,10 +6,11 @@
 //! Sessions, the handshake, the hub and replays report through the small
 //! methods below; the metric families themselves stay private here.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use herald_shared::error_code::ErrorCode;
 use herald_shared::jwks::{FetchResult, JwksObserver};
+use herald_shared::rpc::RpcMethod;
 use prometheus_client::{
     encoding::{EncodeLabelSet, LabelSetEncoder, prometheus_text},
     metrics::{
@@ -21,7 +22,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::frame::FrameKind;
+use crate::{frame::FrameKind, rpc::Outcome};
 
 /// The `Content-Type` of `GET /metrics`.
 pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -69,6 +70,22 @@ pub(crate) struct Metrics {
     nats_connected: Gauge,
     jwks_fetches: Family<Fetch, Counter>,
     jwks_keys: Gauge,
+    rpc_calls: Family<RpcCall, Counter>,
+    rpc_latency: Family<RpcMethodLabel, Histogram, fn() -> Histogram>,
+}
+
+/// The labels of `rpc_calls`: the method (`unknown` for a name not
+/// registered: a client's string never becomes a label) and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RpcCall(RpcMethodLabel, &'static str);
+
+/// The `method` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RpcMethodLabel(Option<RpcMethod>);
+
+fn rpc_latency_histogram() -> Histogram {
+    // 0.5 ms … 16 s, doubling: past the longest sensible --rpc-timeout-ms.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 /// The `code` label: an [`ErrorCode`]'s wire string.
@@ -95,6 +112,8 @@ impl Metrics {
             nats_connected: Gauge::default(),
             jwks_fetches: Family::default(),
             jwks_keys: Gauge::default(),
+            rpc_calls: Family::default(),
+            rpc_latency: Family::new_with_constructor(rpc_latency_histogram),
         };
         for result in FetchResult::ALL {
             let _ = metrics.jwks_fetches.get_or_create(&Fetch(result));
@@ -190,6 +209,17 @@ impl Metrics {
             self.jwks_keys.clone(),
         );
         r.register(
+            "rpc_calls",
+            "rpc calls answered, by method and outcome (ok, service_error, or the edge's code)",
+            self.rpc_calls.clone(),
+        );
+        r.register_with_unit(
+            "rpc_latency",
+            "Time from sending a call's NATS request to its answer or timeout, by method",
+            Unit::Seconds,
+            self.rpc_latency.clone(),
+        );
+        r.register(
             "nats_connected",
             "1 while connected to NATS, else 0",
             self.nats_connected.clone(),
@@ -246,6 +276,25 @@ impl Metrics {
         self.auth_failures.get_or_create(&Code(code)).inc();
     }
 
+    /// An `rpc` call ended with `outcome`; `took` is the NATS round trip of
+    /// one that was sent (refusals at the edge have none).
+    pub(crate) fn rpc_finished(
+        &self,
+        method: Option<RpcMethod>,
+        outcome: Outcome,
+        took: Option<Duration>,
+    ) {
+        let method = RpcMethodLabel(method);
+        if let Some(took) = took {
+            self.rpc_latency
+                .get_or_create(&method)
+                .observe(took.as_secs_f64());
+        }
+        self.rpc_calls
+            .get_or_create(&RpcCall(method, outcome.as_str()))
+            .inc();
+    }
+
     /// A socket was cut off with `SLOW_CONSUMER`.
     pub(crate) fn slow_consumer(&self) {
         self.slow_consumer_disconnects.inc();
@@ -299,6 +348,20 @@ impl EncodeLabelSet for Transport {
 impl EncodeLabelSet for Code {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         [("code", self.0.as_str())].encode(encoder)
+    }
+}
+
+impl EncodeLabelSet for RpcMethodLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let method = self.0.map_or("unknown", RpcMethod::as_str);
+        [("method", method)].encode(encoder)
+    }
+}
+
+impl EncodeLabelSet for RpcCall {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let method = self.0.0.map_or("unknown", RpcMethod::as_str);
+        [("method", method), ("outcome", self.1)].encode(encoder)
     }
 }
 

@@ -55,6 +55,10 @@ struct Session {
     /// the loop to watch; `stopped` tells which.
     stop: CancellationToken,
     limiter: RateLimiter,
+    /// Sent to services with each call (`Herald-Session`).
+    session_id: uuid::Uuid,
+    /// Calls waiting for their service; aborted with the session.
+    calls: crate::rpc::Calls,
 }
 
 /// Runs an admitted socket until it closes, then releases its channels.
@@ -88,6 +92,8 @@ pub(crate) fn run(
             state.config.rate_limit_violations,
             Instant::now(),
         ),
+        session_id,
+        calls: crate::rpc::Calls::default(),
         state,
     };
     let (sink, stream) = socket.split();

@@ -1,6 +1,6 @@
 //! What a WebSocket client asks of its session, frame by frame, under the
-//! rate limit: `ping`, `subscribe` (with a cursor), `unsubscribe`, and
-//! `auth` (a token refresh, which may revoke namespaces).
+//! rate limit: `ping`, `subscribe` (with a cursor), `unsubscribe`, `auth`
+//! (a token refresh, which may revoke namespaces) and `rpc` (handed to `rpc`).
 
 use axum::extract::ws::Message;
 use herald_shared::{
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Session;
-use crate::{disconnect::Disconnect, rate_limit::Verdict, replay::Cursor};
+use crate::{disconnect::Disconnect, rate_limit::Verdict, replay::Cursor, rpc::Caller};
 
 impl Session {
     /// Handles a text or binary frame from the client, read at `at`; `Some`
@@ -116,13 +116,24 @@ impl Session {
                     }
                 }
             }
-            ClientFrame::Rpc { r#ref, .. } => self.send(ServerFrame::RpcResult {
+            ClientFrame::Rpc {
                 r#ref,
-                reply: herald_shared::rpc::RpcReply::Error(herald_shared::rpc::RpcError::herald(
-                    ErrorCode::RpcUnavailable,
-                    "this edge does not relay calls yet",
-                )),
-            }),
+                method,
+                data,
+            } => {
+                let caller = Caller {
+                    user: &self.user,
+                    claims: &self.claims,
+                    session_id: self.session_id,
+                };
+                let outbox = self.attachment.outbox();
+                let refused =
+                    self.calls
+                        .start(&self.state, caller, outbox, r#ref.clone(), &method, data);
+                if let Some(reply) = refused {
+                    self.send(ServerFrame::RpcResult { r#ref, reply });
+                }
+            }
         }
         None
     }
