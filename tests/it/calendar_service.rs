@@ -25,8 +25,13 @@ use herald_shared::{
 };
 use herald_tests::{
     WAIT,
-    apps::{Stack, TestCalendarService, calendar_config},
-    clients::{WsClient, user_token},
+    apps::{
+        Stack, TestCalendarService, TestEdge, TestPublisher, calendar_config, edge_config,
+        publisher_config,
+    },
+    clients::{TEST_SECRET, WsClient, sign, user_claims, user_token},
+    nats::NatsServer,
+    permissions,
 };
 use serde_json::{Value, json};
 
@@ -343,4 +348,158 @@ async fn only_members_change_a_calendar_and_its_rules_hold() {
     let events = listed(&nats, "alice", "team-0").await;
     assert_eq!(events.len(), 1, "only alice's first event: {events:?}");
     assert_eq!(events[0]["title"], "A");
+}
+
+/// NATS with the least-privilege users of the README, the publisher, two
+/// edges and one calendar replica (calendar `team-0`, member alice), each as
+/// its own NATS user.
+async fn least_privilege_stack() -> (Stack, TestCalendarService) {
+    let nats = NatsServer::start_with_config(&permissions::least_privilege_config());
+    let mut config = publisher_config(&nats);
+    config.nats_url = permissions::url_for(&nats, "publisher");
+    config.nats_auth = permissions::auth_for("publisher");
+    let publisher = TestPublisher::spawn_with(config).await;
+    let mut edges = Vec::new();
+    for node in ["edge-a", "edge-b"] {
+        let mut config = edge_config(&nats, node);
+        config.nats_url = permissions::url_for(&nats, "edge");
+        config.nats_auth = permissions::auth_for("edge");
+        edges.push(TestEdge::spawn_with(config).await);
+    }
+    let stack = Stack {
+        publisher,
+        edges,
+        nats,
+    };
+    let mut config = config_with(&stack, 1, &["alice"]);
+    config.nats_url = permissions::url_for(&stack.nats, "domain-service");
+    config.nats_auth = permissions::auth_for("domain-service");
+    let service = TestCalendarService::spawn_with(config).await;
+    (stack, service)
+}
+
+/// A socket of `user` on `edge` whose token may call every calendar method.
+async fn caller(edge: &TestEdge, user: &str) -> WsClient {
+    let mut claims = user_claims(user, &[]);
+    claims["rpc"] = json!(["calendar.event.*"]);
+    let token = sign(&claims, TEST_SECRET);
+    WsClient::connect_welcomed(&edge.ws_url(&format!("token={token}")))
+        .await
+        .0
+}
+
+/// Sends an `rpc` frame and reads until its `rpc_result`; the events read
+/// meanwhile are returned too.
+async fn rpc(
+    socket: &mut WsClient,
+    r#ref: &str,
+    method: &str,
+    data: Value,
+) -> (RpcReply, Vec<ServerFrame>) {
+    socket
+        .send_json(&json!({ "type": "rpc", "ref": r#ref, "method": method, "data": data }))
+        .await;
+    let mut events = Vec::new();
+    loop {
+        match socket.next_frame().await {
+            ServerFrame::RpcResult { r#ref: got, reply } if got == r#ref => {
+                return (reply, events);
+            }
+            event @ ServerFrame::Event { .. } => events.push(event),
+            other => panic!("expected the rpc_result of {ref}, got {other:?}"),
+        }
+    }
+}
+
+/// The event frame of `event_type` for `event_id`: among `seen`, or next on `socket`.
+async fn event_for(
+    socket: &mut WsClient,
+    seen: Vec<ServerFrame>,
+    event_type: &str,
+    event_id: &Value,
+) -> ServerFrame {
+    let matches = |frame: &ServerFrame| {
+        matches!(frame, ServerFrame::Event { event_type: t, data, .. }
+            if t == event_type && &data["event_id"] == event_id)
+    };
+    if let Some(frame) = seen.into_iter().find(matches) {
+        return frame;
+    }
+    let frame = socket.next_event().await;
+    assert!(
+        matches(&frame),
+        "expected {event_type} of {event_id}, got {frame:?}"
+    );
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rpc_through_edges_changes_the_calendar_for_every_socket_and_refuses_non_members() {
+    let (stack, _service) = least_privilege_stack().await;
+    let mut alice_a = caller(&stack.edges[0], "alice").await;
+    let mut alice_b = caller(&stack.edges[1], "alice").await;
+    let mut bob = caller(&stack.edges[0], "bob").await;
+
+    // Alice creates on edge-a: answered on her socket, delivered to her
+    // other socket on edge-b.
+    let (reply, seen) = rpc(
+        &mut alice_a,
+        "1",
+        "calendar.event.create",
+        create("team-0", "Planning", 9),
+    )
+    .await;
+    let RpcReply::Result(created) = reply else {
+        panic!("create refused: {reply:?}")
+    };
+    let event_id = created["event_id"].clone();
+    event_for(&mut alice_a, seen, "calendar.event.created", &event_id).await;
+    let on_b = event_for(
+        &mut alice_b,
+        Vec::new(),
+        "calendar.event.created",
+        &event_id,
+    )
+    .await;
+    let ServerFrame::Event { channel, data, .. } = on_b else {
+        unreachable!()
+    };
+    assert_eq!(channel.to_string(), "user:alice");
+    assert_eq!(data["title"], "Planning");
+
+    // The service sees the token's `sub`: her RSVP is hers, whatever `data` says.
+    let rsvp = json!({ "calendar_id": "team-0", "event_id": event_id, "response": "accepted" });
+    let (reply, seen) = rpc(&mut alice_a, "2", "calendar.event.rsvp", rsvp).await;
+    assert!(matches!(reply, RpcReply::Result(_)), "{reply:?}");
+    let ServerFrame::Event { data, .. } =
+        event_for(&mut alice_a, seen, "calendar.event.rsvp", &event_id).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(data["user_id"], "alice");
+
+    // Bob belongs to no calendar: refused, his socket lives on, nothing changed.
+    let (reply, _) = rpc(
+        &mut bob,
+        "3",
+        "calendar.event.create",
+        create("team-0", "Bob's", 11),
+    )
+    .await;
+    match reply {
+        RpcReply::Error(err) => assert_eq!(err.code.as_str(), "FORBIDDEN"),
+        other => panic!("expected FORBIDDEN, got {other:?}"),
+    }
+    let (reply, _) = rpc(&mut bob, "4", "calendar.event.list", week("team-0")).await;
+    assert!(
+        matches!(&reply, RpcReply::Error(err) if err.code.as_str() == "FORBIDDEN"),
+        "{reply:?}"
+    );
+    let (reply, _) = rpc(&mut alice_b, "5", "calendar.event.list", week("team-0")).await;
+    let RpcReply::Result(list) = reply else {
+        panic!("list refused: {reply:?}")
+    };
+    let events = list["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["rsvps"]["alice"], "accepted");
 }
