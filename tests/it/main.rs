@@ -25,6 +25,7 @@ mod publish_http;
 mod publisher_limits;
 mod replay_bounds;
 mod resume;
+mod rpc;
 mod schemas;
 mod sessions;
 mod slow_clients;

@@ -7,6 +7,7 @@
 //! publisher and edge run their tasks on this same thread, under it.
 
 use async_nats::{HeaderMap, jetstream};
+use futures_util::StreamExt;
 use herald_shared::{
     events::EventType,
     frames::ServerFrame,
@@ -197,4 +198,69 @@ async fn a_domain_message_s_traceparent_is_the_parent_of_its_ingest_and_delivery
     assert_eq!(deliver.span_context.trace_id(), trace_id());
     assert_eq!(deliver.parent_span_id, ingest.span_context.span_id());
     assert_eq!(attribute(&deliver, "seq"), Some(seq.to_string()));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_s_rpc_span_is_the_parent_the_service_is_told_of() {
+    // Arrange: a responder that answers with the traceparent it was sent.
+    let (exporter, _collecting) = collect_spans();
+    let stack = Stack::start(1).await;
+    let responder = async_nats::connect(&stack.nats.url).await.expect("connect");
+    let mut requests = responder
+        .subscribe("rpc.calendar.event.rsvp")
+        .await
+        .expect("subscribe");
+    responder.flush().await.expect("flush");
+    let answering = tokio::spawn(async move {
+        let request = requests.next().await.expect("a request");
+        let traceparent = request
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.to_string());
+        let body = herald_shared::rpc::RpcReply::ok(traceparent).to_body();
+        let reply = request.reply.expect("a reply subject");
+        responder.publish(reply, body.into()).await.expect("reply");
+        responder.flush().await.expect("flush");
+    });
+    let mut claims = herald_tests::clients::user_claims("u_1", &[]);
+    claims["rpc"] = serde_json::json!(["calendar.event.rsvp"]);
+    let token = herald_tests::clients::sign(&claims, herald_tests::clients::TEST_SECRET);
+    let (mut alice, _) =
+        WsClient::connect_welcomed(&stack.edge().ws_url(&format!("token={token}"))).await;
+
+    // Act
+    alice
+        .send_json(&serde_json::json!({ "type": "rpc", "ref": "1",
+            "method": "calendar.event.rsvp",
+            "data": { "calendar_id": "c", "event_id": "e", "response": "accepted" } }))
+        .await;
+    let frame = alice.next_frame().await;
+    answering.await.expect("the responder answered");
+
+    // Assert: the service's parent is the edge's `rpc` span, itself a child
+    // of the socket's `session` span.
+    let ServerFrame::RpcResult {
+        reply: herald_shared::rpc::RpcReply::Result(traceparent),
+        ..
+    } = frame
+    else {
+        panic!("expected a result, got {frame:?}")
+    };
+    let rpc = finished(&exporter, "rpc").await.remove(0);
+    let expected = format!(
+        "00-{}-{}-01",
+        rpc.span_context.trace_id(),
+        rpc.span_context.span_id()
+    );
+    assert_eq!(traceparent.as_str(), Some(expected.as_str()));
+    assert_eq!(
+        attribute(&rpc, "method").as_deref(),
+        Some("calendar.event.rsvp")
+    );
+    assert_eq!(attribute(&rpc, "outcome").as_deref(), Some("ok"));
+    alice.close().await;
+    let session = finished(&exporter, "session").await.remove(0);
+    assert_eq!(rpc.parent_span_id, session.span_context.span_id());
+    assert_eq!(rpc.span_context.trace_id(), session.span_context.trace_id());
 }
