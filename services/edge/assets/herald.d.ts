@@ -1,6 +1,7 @@
 // Types of the Herald browser client (herald.js) and of the frames it hands
-// to the app. The frame types mirror proto-schemas/schemas/frames/ and the
-// event data types proto-schemas/schemas/events/; the guide is docs/client.md.
+// to the app. The frame types mirror proto-schemas/schemas/frames/, the
+// event data types proto-schemas/schemas/events/ and the rpc request types
+// proto-schemas/schemas/rpc/; the guide is docs/client.md.
 
 /** `user:<user id>` or `ns:<namespace>`. */
 export type Channel = `user:${string}` | `ns:${string}`;
@@ -37,10 +38,23 @@ export type ErrorCode =
  * - `TOKEN_UNAVAILABLE`: `getToken()` threw or rejected; the client retries.
  * - `NO_TRANSPORT`: no allowed transport is usable here (fatal).
  * - `NOT_JOINED`: over SSE, the edge did not join a namespace passed to `subscribe()`.
- * - `CANCELLED`: `close()` or `unsubscribe()` ended a pending `subscribe()`.
+ * - `CANCELLED`: `close()` or `unsubscribe()` ended a pending `subscribe()` (or `close()` a pending `rpc()`).
  * - `CLOSED`: the connection closed for good with no error frame to say why.
+ * - `NOT_CONNECTED`: `rpc()` found no open WebSocket within `rpcWaitMs`, or
+ *   the client is closed, or connected over SSE (no client frames); the call
+ *   was not sent.
+ * - `CONNECTION_LOST`: the socket ended after the call was sent and before
+ *   its answer; it may have taken effect (it is never sent twice).
+ * - `RPC_TIMEOUT` (also an edge code): no answer within `rpcWaitMs` of sending.
  */
-export type ClientErrorCode = "TOKEN_UNAVAILABLE" | "NO_TRANSPORT" | "NOT_JOINED" | "CANCELLED" | "CLOSED";
+export type ClientErrorCode =
+  | "TOKEN_UNAVAILABLE"
+  | "NO_TRANSPORT"
+  | "NOT_JOINED"
+  | "CANCELLED"
+  | "CLOSED"
+  | "NOT_CONNECTED"
+  | "CONNECTION_LOST";
 
 // === server frames ===
 
@@ -111,10 +125,31 @@ export interface Authenticated {
 /** Non-fatal unless a close follows. */
 export interface ErrorFrame {
   type: "error";
-  code: ErrorCode | ClientErrorCode;
+  /** Herald's code, the client's own, or (for `rpc()`) a service's: `^[A-Z][A-Z0-9_]{0,63}$`. */
+  code: ErrorCode | ClientErrorCode | (string & {});
   message: string;
   ref?: string | null;
+  /** The failed rules of `VALIDATION_FAILED`, each with its path (`data.ends_at`). */
+  errors?: FieldError[];
 }
+
+/** One failed validation rule. */
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+/** Why a call failed: a service's own code (`SLOT_TAKEN`) or an edge-side one. */
+export interface RpcError {
+  code: ErrorCode | (string & {});
+  message: string;
+  errors?: FieldError[];
+}
+
+/** The answer to one `rpc` frame: `result`, or `error`. */
+export type RpcResult =
+  | { type: "rpc_result"; ref: string; result: unknown }
+  | { type: "rpc_result"; ref: string; error: RpcError };
 
 /**
  * The channel's history cannot be replayed (the cursor is older than the
@@ -143,7 +178,8 @@ export type ServerFrame =
   | Authenticated
   | ErrorFrame
   | HistoryTruncated
-  | Reconnect;
+  | Reconnect
+  | RpcResult;
 
 // === registered event types (proto-schemas/schemas/events/) ===
 
@@ -194,6 +230,69 @@ export type CalendarEvent =
   | Event<"calendar.event.deleted", CalendarEventDeletedData>
   | Event<"calendar.event.rsvp", CalendarEventRsvpData>;
 
+// === rpc methods (proto-schemas/schemas/rpc/) ===
+
+/** `data` of `calendar.event.create`; the service picks the event id. */
+export interface CalendarEventCreateRequest {
+  calendar_id: string;
+  /** 1–200 characters. */
+  title: string;
+  /** RFC 3339; before `ends_at`. */
+  starts_at: string;
+  ends_at: string;
+  all_day?: boolean | null;
+  /** At most 200 characters. */
+  location?: string | null;
+  /** User ids. */
+  attendees?: string[] | null;
+}
+
+/** `data` of `calendar.event.update`: at least one field besides the ids. */
+export interface CalendarEventUpdateRequest {
+  calendar_id: string;
+  event_id: string;
+  title?: string | null;
+  starts_at?: string | null;
+  ends_at?: string | null;
+  all_day?: boolean | null;
+  location?: string | null;
+  attendees?: string[] | null;
+}
+
+export interface CalendarEventDeleteRequest {
+  calendar_id: string;
+  event_id: string;
+}
+
+/** The caller answers for themself: the service takes the user from the token. */
+export interface CalendarEventRsvpRequest {
+  calendar_id: string;
+  event_id: string;
+  response: "accepted" | "declined" | "tentative";
+}
+
+/** `from` < `to`, RFC 3339, at most 92 days apart. */
+export interface CalendarEventListRequest {
+  calendar_id: string;
+  from: string;
+  to: string;
+}
+
+/**
+ * Every registered method: its request `data`, and what its service
+ * answers. Results are the service's contract; augment this interface
+ * (declaration merging) to type them.
+ */
+export interface RpcMethods {
+  "calendar.event.create": { request: CalendarEventCreateRequest; result: unknown };
+  "calendar.event.update": { request: CalendarEventUpdateRequest; result: unknown };
+  "calendar.event.delete": { request: CalendarEventDeleteRequest; result: unknown };
+  "calendar.event.rsvp": { request: CalendarEventRsvpRequest; result: unknown };
+  "calendar.event.list": { request: CalendarEventListRequest; result: unknown };
+}
+
+export type RpcMethod = keyof RpcMethods;
+
 // === the client ===
 
 export type State = "connecting" | "open" | "reconnecting" | "closed";
@@ -217,6 +316,12 @@ export interface HeraldOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   /** In order of preference. Default `["websocket", "sse"]`. */
   transports?: Transport[];
+  /**
+   * How long an `rpc()` call may wait for an open WebSocket before it is sent
+   * (then NOT_CONNECTED), and for its answer once sent (then RPC_TIMEOUT).
+   * Default 10000; keep it above the edge's `--rpc-timeout-ms` (5000).
+   */
+  rpcWaitMs?: number;
 }
 
 export interface HeraldEvents {
@@ -236,10 +341,13 @@ export interface HeraldEvents {
   welcome: Welcome;
 }
 
-/** A rejected `subscribe()` or `unsubscribe()`. */
+/** A rejected `subscribe()`, `unsubscribe()` or `rpc()`. */
 export class HeraldError extends Error {
   readonly name: "HeraldError";
-  readonly code: ErrorCode | ClientErrorCode;
+  /** Herald's, the client's, or a service's own code (for `rpc()`). */
+  readonly code: ErrorCode | ClientErrorCode | (string & {});
+  /** The failed rules of `VALIDATION_FAILED` (empty otherwise). */
+  readonly errors: FieldError[];
   readonly frame: ErrorFrame;
   constructor(frame: ErrorFrame);
 }
@@ -250,12 +358,22 @@ export class Herald {
   off<K extends keyof HeraldEvents>(name: K, fn: (value: HeraldEvents[K]) => void): this;
   /** Opens the connection; a no-op unless `state` is "closed". */
   connect(): void;
-  /** Closes for good (until the next `connect()`); pending `subscribe()` calls reject with `CANCELLED`. */
+  /** Closes for good (until the next `connect()`); pending `subscribe()` and `rpc()` calls reject with `CANCELLED`. */
   close(): void;
   /** Joins a namespace now and on every reconnect; resolves on `subscribed`, rejects on an `error` with its ref. */
   subscribe(namespace: string): Promise<Subscribed>;
   /** Leaves a namespace and forgets its cursor; resolves on `unsubscribed`. */
   unsubscribe(namespace: string): Promise<Unsubscribed>;
+  /**
+   * Calls a registered method over the WebSocket (the token's `rpc` claim must
+   * allow it). Resolves with the service's result; rejects with a HeraldError
+   * whose `code` is the service's (`SLOT_TAKEN`), the edge's (`FORBIDDEN_METHOD`,
+   * `VALIDATION_FAILED` with `errors`, `RPC_TIMEOUT`, …) or the client's
+   * (`NOT_CONNECTED`, `CONNECTION_LOST`, `CANCELLED`). While (re)connecting
+   * the call waits for the socket, at most `rpcWaitMs`; at most 8 are in
+   * flight at once, more wait their turn.
+   */
+  rpc<M extends RpcMethod>(method: M, data: RpcMethods[M]["request"]): Promise<RpcMethods[M]["result"]>;
   readonly state: State;
   /** A read-only snapshot: the last seq handed to the app, per channel. */
   readonly cursors: Readonly<Record<Channel, number>>;

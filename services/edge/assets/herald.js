@@ -35,14 +35,26 @@ const RETRY_WITH_NEW_TOKEN = new Set([4002, 4003]);
 // Subscribe errors that say "not now" rather than "no".
 const TRANSIENT = new Set(["NATS_UNAVAILABLE", "RATE_LIMITED"]);
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+// The edge refuses a socket's calls past `--max-rpc-in-flight` (8 by
+// default) with RATE_LIMITED; more wait here, in call order, instead.
+const RPC_IN_FLIGHT = 8;
+// How long a call may wait for a socket (connecting, reconnecting, or behind
+// other calls) before it is sent; then it rejects with NOT_CONNECTED. Once
+// sent, the edge answers within its `--rpc-timeout-ms`.
+const DEFAULT_RPC_WAIT_MS = 10000;
 const OPEN = 1; // WebSocket.OPEN, without touching a global that may be missing
 
-/** A rejected `subscribe()`/`unsubscribe()`: `frame` is the error frame. */
+/**
+ * A rejected `subscribe()`/`unsubscribe()`/`rpc()`: `frame` is the error
+ * frame (for `rpc()`, the `error` of its `rpc_result`), `errors` the failed
+ * rules of VALIDATION_FAILED, each with its `path`.
+ */
 export class HeraldError extends Error {
   constructor(frame) {
     super(`${frame.code}: ${frame.message}`);
     this.name = "HeraldError";
     this.code = frame.code;
+    this.errors = Array.isArray(frame.errors) ? frame.errors : [];
     this.frame = frame;
   }
 }
@@ -71,6 +83,7 @@ export class Herald {
   #gen = 0; // bumped on every teardown: callbacks of an older connection are ignored
   #retryTimer; #attempt = 0;
   #kinds; #kindIdx = 0; #wsFailures = 0; #wsWorked = false; #authRetried = false; #everOpen = false;
+  #calls = []; // rpc() calls not answered yet, in call order: { state: "waiting" | "sent", … }
 
   constructor(options = {}) {
     if (typeof options.getToken !== "function") throw new TypeError("Herald: getToken is required");
@@ -82,6 +95,7 @@ export class Herald {
       persist: options.persist || null,
       backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
       transports: options.transports ?? ["websocket", "sse"],
+      rpcWaitMs: options.rpcWaitMs ?? DEFAULT_RPC_WAIT_MS,
     };
     this.#namespaces = new Set(options.namespaces ?? []);
     this.#load();
@@ -138,6 +152,26 @@ export class Herald {
     }
     if (conn?.kind === "sse") this.#restart(0);
     return Promise.resolve({ type: "unsubscribed", ref: null, channel });
+  }
+
+  /**
+   * Calls `method` with `data` over the socket; resolves with the service's
+   * result, rejects with a HeraldError carrying `code` (the service's or the
+   * edge's; see herald.d.ts) and `errors`. A call made while (re)connecting
+   * waits for the socket, at most `rpcWaitMs`. A call never is sent twice: if
+   * the socket ends after it was sent, it rejects with CONNECTION_LOST (it
+   * may have taken effect).
+   */
+  rpc(method, data = {}) {
+    return new Promise((resolve, reject) => {
+      if (this.#state === "closed") {
+        return reject(new HeraldError(errorFrame("NOT_CONNECTED", "rpc() before connect() or after close()")));
+      }
+      const call = { method, data, resolve, reject };
+      this.#wait(call);
+      this.#calls.push(call);
+      this.#pumpCalls();
+    });
   }
 
   // === connecting ===
@@ -281,6 +315,7 @@ export class Herald {
         return this.#emit("truncated", frame);
       }
       case "reconnect": return this.#restart(0); // the edge is draining: any other edge, now
+      case "rpc_result": return this.#onRpcResult(info, frame);
       case "error": return this.#onError(frame, info);
     }
   }
@@ -337,8 +372,10 @@ export class Herald {
     if (conn.kind === "websocket") {
       for (const ns of this.#namespaces) this.#sendSubscribe(conn, ns, resumeFrom, oldEpoch ?? welcome.epoch);
       if (welcome.heartbeat_ms > 0) this.#timer(conn, "ping", welcome.heartbeat_ms, true, () => this.#ping(conn));
+      this.#pumpCalls();
       return;
     }
+    this.#pumpCalls(); // SSE: calls cannot be sent
     for (const ns of [...this.#namespaces]) {
       const channel = `ns:${ns}`;
       if (welcome.channels.includes(channel)) {
@@ -394,8 +431,92 @@ export class Herald {
     this.#settle("subscribe", ns, (w) => w.resolve(frame));
   }
 
+  #onRpcResult(info, frame) {
+    if (info?.kind !== "rpc") return;
+    if (frame.error) {
+      const error = { type: "error", ref: frame.ref, ...frame.error };
+      this.#endCall(info.call, (c) => c.reject(new HeraldError(error)));
+    } else {
+      this.#endCall(info.call, (c) => c.resolve(frame.result));
+    }
+  }
+
+  // Sends waiting calls while the socket is a welcomed WebSocket and fewer
+  // than RPC_IN_FLIGHT are sent; over SSE there is no way to send them.
+  #pumpCalls() {
+    const conn = this.#conn;
+    if (conn?.kind === "sse" && conn.welcomed) {
+      const refusal = errorFrame("NOT_CONNECTED", "calls need a WebSocket; this connection is SSE");
+      for (const call of this.#calls.filter((c) => c.state === "waiting")) {
+        this.#endCall(call, (c) => c.reject(new HeraldError(refusal)));
+      }
+      return;
+    }
+    if (conn?.kind !== "websocket" || !conn.welcomed) return;
+    let sent = this.#calls.filter((c) => c.state === "sent").length;
+    for (const call of this.#calls) {
+      if (sent >= RPC_IN_FLIGHT) break;
+      if (call.state !== "waiting") continue;
+      call.state = "sent";
+      call.ref = this.#ref({ kind: "rpc", call });
+      call.text = JSON.stringify({ type: "rpc", ref: call.ref, method: call.method, data: call.data });
+      call.conn = conn;
+      // Bounded once sent too: the edge answers within its --rpc-timeout-ms,
+      // but a frame it dropped (too many frames) is never answered.
+      clearTimeout(call.timer);
+      call.timer = setTimeout(() => this.#endCall(call, (c) => c.reject(new HeraldError(errorFrame(
+        "RPC_TIMEOUT", `no answer within ${this.#opts.rpcWaitMs} ms`)))), this.#opts.rpcWaitMs);
+      conn.queue.push(call.text);
+      sent += 1;
+    }
+    this.#flush(conn);
+  }
+
+  // A call waits for a socket, at most rpcWaitMs each time it has to.
+  #wait(call) {
+    call.state = "waiting";
+    clearTimeout(call.timer);
+    call.timer = setTimeout(() => {
+      if (call.state !== "waiting") return;
+      this.#endCall(call, (c) => c.reject(new HeraldError(errorFrame(
+        "NOT_CONNECTED", `no open socket within ${this.#opts.rpcWaitMs} ms; the call was not sent`))));
+    }, this.#opts.rpcWaitMs);
+  }
+
+  #endCall(call, settle) {
+    clearTimeout(call.timer);
+    const i = this.#calls.indexOf(call);
+    if (i < 0) return;
+    this.#calls.splice(i, 1);
+    if (call.state === "sent") this.#refs.delete(call.ref);
+    call.state = "done";
+    settle(call);
+    this.#pumpCalls();
+  }
+
+  // The socket of `conn` ends: a call still in its send queue never left and
+  // waits for the next socket; one that left may have taken effect.
+  #dropCalls(conn, frame) {
+    const unsent = new Set(conn?.queue ?? []);
+    const lost = errorFrame("CONNECTION_LOST", "the socket ended before the answer; the call may have taken effect");
+    for (const call of [...this.#calls]) {
+      if (frame) {
+        this.#endCall(call, (c) => c.reject(new HeraldError(frame)));
+      } else if (call.state === "sent" && call.conn === conn) {
+        if (unsent.has(call.text)) {
+          this.#refs.delete(call.ref);
+          this.#wait(call);
+        } else {
+          this.#endCall(call, (c) => c.reject(new HeraldError(lost)));
+        }
+      }
+    }
+  }
+
   #onError(frame, info) {
     this.#emit("error", frame);
+    // A call refused as a frame (too many frames, a bad frame): rejected with it.
+    if (info?.kind === "rpc") return this.#endCall(info.call, (c) => c.reject(new HeraldError(frame)));
     if (info?.kind === "unsubscribe") this.#settle("unsubscribe", info.ns, (w) => w.reject(new HeraldError(frame)));
     if (info?.kind !== "subscribe") return; // fatal ones are followed by a close, handled in #onEnd
     const n = this.#settle("subscribe", info.ns, (w) => w.reject(new HeraldError(frame)));
@@ -480,7 +601,7 @@ export class Herald {
   }
 
   #stop(frame) {
-    this.#teardown();
+    this.#teardown(frame);
     for (const w of this.#waiters.splice(0)) {
       if (w.kind === "subscribe") w.reject(new HeraldError(frame));
       else w.resolve({ type: "unsubscribed", ref: null, channel: `ns:${w.ns}` });
@@ -488,11 +609,14 @@ export class Herald {
     this.#setState("closed");
   }
 
-  #teardown() {
+  // `frame`: why every pending call is rejected (a stop); without it only
+  // the calls sent on this connection end, the others wait for the next.
+  #teardown(frame = null) {
     clearTimeout(this.#retryTimer);
     const conn = this.#conn;
     this.#conn = null;
     this.#gen += 1;
+    this.#dropCalls(conn, frame);
     this.#refs.clear();
     // Pending unsubscribes are done: the next connection will not join them.
     this.#settle("unsubscribe", null, (w) => w.resolve({ type: "unsubscribed", ref: null, channel: `ns:${w.ns}` }));

@@ -44,9 +44,10 @@ async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "publisher_url": state.config.dev_publisher_url }))
 }
 
-/// `GET /dev/token?user=<id>&ns=<grant>`: a user token for this edge and a
-/// service token for the publisher, both signed with the dev secret. `ns` may
-/// repeat or hold a comma-separated list; grants are names or prefixes ending in `*`.
+/// `GET /dev/token?user=<id>&ns=<grant>&rpc=<grant>`: a user token for this
+/// edge and a service token for the publisher, both signed with the dev
+/// secret. `ns` (namespaces) and `rpc` (methods) may repeat or hold a
+/// comma-separated list; grants are names or prefixes ending in `*`.
 async fn token(
     State(state): State<AppState>,
     Query(query): Query<Vec<(String, String)>>,
@@ -54,7 +55,7 @@ async fn token(
     let Some(secret) = &state.config.dev_secret else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let (user, grants) = match parse_query(&query) {
+    let (user, grants, rpc) = match parse_query(&query) {
         Ok(parsed) => parsed,
         Err(message) => {
             let body = ErrorBody::new(ErrorCode::ValidationFailed, message);
@@ -66,7 +67,7 @@ async fn token(
     let exp = now + TOKEN_TTL_SECS;
     let mut user_claims = json!({
         "sub": user.as_str(), "aud": state.config.expect.audience,
-        "iat": now, "exp": exp, "ns": grants,
+        "iat": now, "exp": exp, "ns": grants, "rpc": rpc,
     });
     let mut service_claims = json!({
         "sub": DEMO_SERVICE, "aud": PUBLISHER_AUDIENCE,
@@ -94,16 +95,34 @@ async fn token(
     }
 }
 
-/// The user id and the namespace grants, checked.
-fn parse_query(query: &[(String, String)]) -> Result<(UserId, Vec<String>), String> {
+/// The user id, the namespace grants and the method grants, checked.
+fn parse_query(query: &[(String, String)]) -> Result<(UserId, Vec<String>, Vec<String>), String> {
     let mut user = None;
     let mut grants = Vec::new();
+    let mut rpc = Vec::new();
+    let list = |value: &str| {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     for (key, value) in query {
         match key.as_str() {
             "user" => user = Some(value),
-            "ns" => grants.extend(value.split(',').map(str::trim).filter(|g| !g.is_empty())),
+            "ns" => grants.extend(list(value)),
+            "rpc" => rpc.extend(list(value)),
             _ => {}
         }
+    }
+    if let Some(bad) = rpc
+        .iter()
+        .find(|g| g.len() > 128 || g.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "rpc `{bad}`: at most 128 bytes, no control characters"
+        ));
     }
     let user = user.ok_or("name the user: `?user=<id>`")?;
     let user = UserId::parse(user.as_str()).map_err(|err| format!("user: {err}"))?;
@@ -114,7 +133,7 @@ fn parse_query(query: &[(String, String)]) -> Result<(UserId, Vec<String>), Stri
             Namespace::parse(name).map_err(|err| format!("ns `{grant}`: {err}"))?;
         }
     }
-    Ok((user, grants.into_iter().map(str::to_owned).collect()))
+    Ok((user, grants, rpc))
 }
 
 #[cfg(test)]
@@ -130,14 +149,16 @@ mod tests {
 
     #[test]
     fn namespace_grants_repeat_or_come_comma_separated() {
-        let (user, grants) = parse_query(&pairs(&[
+        let (user, grants, rpc) = parse_query(&pairs(&[
             ("user", "u1"),
             ("ns", "team-*, lobby"),
             ("ns", "x"),
+            ("rpc", "calendar.*, other.method"),
         ]))
         .unwrap();
         assert_eq!(user.as_str(), "u1");
         assert_eq!(grants, ["team-*", "lobby", "x"]);
+        assert_eq!(rpc, ["calendar.*", "other.method"]);
     }
 
     #[test]
