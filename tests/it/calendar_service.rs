@@ -259,7 +259,13 @@ async fn two_replicas_share_the_calls_and_a_killed_one_loses_no_answered_call() 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_members_change_a_calendar_and_its_rules_hold() {
     let stack = Stack::start(0).await;
-    let _service = TestCalendarService::spawn_with(config_with(&stack, 1, &["alice"])).await;
+    let mut config = config_with(&stack, 1, &["alice"]);
+    // An id with subject wildcards is one key of its own.
+    let wild = CalendarId::parse("x.*>").unwrap();
+    config
+        .seed_members
+        .insert(wild, [UserId::parse("alice").unwrap()].into());
+    let _service = TestCalendarService::spawn_with(config).await;
     let nats = nats_client(&stack).await;
     let room = |title: &str, hour: u32| {
         let mut data = create("team-0", title, hour);
@@ -348,6 +354,30 @@ async fn only_members_change_a_calendar_and_its_rules_hold() {
     let events = listed(&nats, "alice", "team-0").await;
     assert_eq!(events.len(), 1, "only alice's first event: {events:?}");
     assert_eq!(events[0]["title"], "A");
+
+    result(
+        call(
+            &nats,
+            Some("alice"),
+            RpcMethod::CalendarEventCreate,
+            &create("x.*>", "W", 9),
+        )
+        .await,
+    );
+    assert_eq!(listed(&nats, "alice", "x.*>").await.len(), 1);
+    let x = call(
+        &nats,
+        Some("alice"),
+        RpcMethod::CalendarEventList,
+        &week("x"),
+    )
+    .await;
+    assert_eq!(
+        error_code(x),
+        "FORBIDDEN",
+        "x is another calendar, with no members"
+    );
+    assert_eq!(listed(&nats, "alice", "team-0").await.len(), 1);
 }
 
 /// NATS with the least-privilege users of the README, the publisher, two

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use herald_shared::{
-    envelope::{Audience, Envelope},
+    envelope::{Audience, Envelope, MAX_ENVELOPE_BYTES},
     events::calendar::{
         ChangedField, EventCreated, EventDeleted, EventRsvp, EventUpdated, RsvpResponse,
     },
@@ -26,6 +26,9 @@ pub const MAX_EVENTS: usize = 500;
 /// Members one calendar has at most: each is a recipient of its events, and
 /// an envelope reaches at most 1,000 users.
 pub const MAX_MEMBERS: usize = 500;
+/// The most bytes one event may store in Herald (its size times its
+/// recipients): the publisher's default `--max-event-stored-bytes`.
+pub const MAX_EVENT_STORED_BYTES: usize = 16 << 20;
 /// `source` of the envelopes this service publishes.
 pub const SOURCE: &str = "calendar-service";
 
@@ -181,7 +184,8 @@ impl Calendar {
         new_id: &str,
         envelope_id: EventId,
     ) -> Result<Applied, ServiceError> {
-        let (event_type, data, result) = match change {
+        // Nothing is changed until the envelope is known to be acceptable.
+        let (event_type, data, result, audience_of, effect) = match change {
             Change::Create(new) => {
                 if self.events.len() >= MAX_EVENTS {
                     return Err(ServiceError::CalendarFull(format!(
@@ -210,8 +214,13 @@ impl Calendar {
                     attendees: non_empty(&event.attendees),
                 });
                 let result = to_json(&event);
-                self.events.insert(event.event_id.clone(), event);
-                ("calendar.event.created", data, result)
+                (
+                    "calendar.event.created",
+                    data,
+                    result.clone(),
+                    result,
+                    Some(event),
+                )
             }
             Change::Update { event_id, patch } => {
                 let old = self.event(&event_id)?.clone();
@@ -232,40 +241,61 @@ impl Calendar {
                     changes,
                 });
                 let result = to_json(&event);
-                self.events.insert(event_id, event);
-                ("calendar.event.updated", data, result)
+                (
+                    "calendar.event.updated",
+                    data,
+                    result.clone(),
+                    result,
+                    Some(event),
+                )
             }
             Change::Delete { event_id } => {
+                // Its attendees hear of it too.
                 let old = to_json(self.event(&event_id)?);
-                self.events.remove(&event_id);
                 let data = serde_json::to_value(EventDeleted {
                     calendar_id: calendar_id.as_str().into(),
                     event_id: event_id.clone(),
                 });
                 let result = serde_json::json!({ "event_id": event_id, "deleted": true });
-                // Its attendees hear of it too.
-                let result = (result, old);
-                return Ok(self.applied(user, "calendar.event.deleted", data, result, envelope_id));
+                ("calendar.event.deleted", data, result, old, None)
             }
             Change::Rsvp { event_id, response } => {
-                self.event(&event_id)?;
-                let event = self.events.get_mut(&event_id).expect("checked above");
+                let mut event = self.event(&event_id)?.clone();
                 event.rsvps.insert(user.clone(), response);
-                let result = to_json(event);
+                let result = to_json(&event);
                 let data = serde_json::to_value(EventRsvp {
                     calendar_id: calendar_id.as_str().into(),
                     event_id,
                     user_id: user.clone(),
                     response,
                 });
-                ("calendar.event.rsvp", data, result)
+                (
+                    "calendar.event.rsvp",
+                    data,
+                    result.clone(),
+                    result,
+                    Some(event),
+                )
             }
         };
-        let event = result.clone();
-        Ok(self.applied(user, event_type, data, (result, event), envelope_id))
+        let event_id = audience_of["event_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let applied = self.applied(user, event_type, data, (result, audience_of), envelope_id)?;
+        match effect {
+            Some(event) => self.events.insert(event_id, event),
+            None => self.events.remove(&event_id),
+        };
+        Ok(applied)
     }
 
     /// The reply's result and the envelope of a change to `event`.
+    ///
+    /// # Errors
+    /// `EVENT_TOO_LARGE` when Herald would refuse the envelope: it is
+    /// checked before the change is written, because a written envelope that
+    /// can never be published would stay in the calendar's outbox.
     fn applied(
         &self,
         user: &UserId,
@@ -273,7 +303,7 @@ impl Calendar {
         data: serde_json::Result<serde_json::Value>,
         (result, event): (serde_json::Value, serde_json::Value),
         envelope_id: EventId,
-    ) -> Applied {
+    ) -> Result<Applied, ServiceError> {
         let envelope = Envelope {
             id: Some(envelope_id),
             event_type: event_type.into(),
@@ -282,7 +312,16 @@ impl Calendar {
             audience: self.audience(user, &event),
             data: data.expect("calendar events serialize"),
         };
-        Applied { result, envelope }
+        let bytes = serde_json::to_vec(&envelope).map_or(usize::MAX, |b| b.len());
+        let stored = bytes.saturating_mul(envelope.audience.users.len());
+        if bytes > MAX_ENVELOPE_BYTES || stored > MAX_EVENT_STORED_BYTES {
+            return Err(ServiceError::TooLarge(format!(
+                "the change makes a {bytes}-byte event for {} users; Herald takes at most \
+                 {MAX_ENVELOPE_BYTES} bytes, and {MAX_EVENT_STORED_BYTES} bytes times recipients",
+                envelope.audience.users.len()
+            )));
+        }
+        Ok(Applied { result, envelope })
     }
 
     fn event(&self, event_id: &str) -> Result<&Event, ServiceError> {

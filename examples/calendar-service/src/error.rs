@@ -22,6 +22,9 @@ pub enum ServiceError {
     SlotTaken(String),
     #[error("{0}")]
     CalendarFull(String),
+    /// The change's domain event would be refused by Herald.
+    #[error("{0}")]
+    TooLarge(String),
     /// An update that changes nothing.
     #[error("the update changes nothing")]
     Unchanged,
@@ -44,6 +47,7 @@ impl ServiceError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::SlotTaken(_) => "SLOT_TAKEN",
             Self::CalendarFull(_) => "CALENDAR_FULL",
+            Self::TooLarge(_) => "EVENT_TOO_LARGE",
             Self::Unchanged => "UNCHANGED",
             Self::Conflict => "CONFLICT",
             Self::Validation(_) => "VALIDATION_FAILED",

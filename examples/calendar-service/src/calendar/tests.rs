@@ -185,3 +185,21 @@ fn calendar_ids_follow_the_event_rule() {
     assert!(CalendarId::parse("é".repeat(128)).is_ok());
     assert!(CalendarId::parse("é".repeat(129)).is_err());
 }
+
+#[test]
+fn an_event_herald_would_refuse_is_refused_before_it_is_written() {
+    let mut calendar = Calendar::default();
+    // 1,000 attendees with 100-byte ids: a 100 KiB envelope, over Herald's 64 KiB.
+    let attendees = (0..1000).map(|i| user(&format!("{i:0>100}"))).collect();
+    let change = Change::Create(NewEvent {
+        title: "All hands".into(),
+        starts_at: at(9),
+        ends_at: at(10),
+        all_day: None,
+        location: None,
+        attendees: Some(attendees),
+    });
+    let err = create(&mut calendar, "big", change).unwrap_err();
+    assert_eq!(err.code(), "EVENT_TOO_LARGE");
+    assert!(calendar.events.is_empty(), "nothing changed");
+}
