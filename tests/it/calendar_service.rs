@@ -533,3 +533,84 @@ async fn rpc_through_edges_changes_the_calendar_for_every_socket_and_refuses_non
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["rsvps"]["alice"], "accepted");
 }
+
+/// The service's `call` span is a child of the edge's `rpc` span, and the
+/// notification the call publishes is delivered in the same trace.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_s_handling_and_its_deliveries_join_the_caller_s_trace() {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tracing_subscriber::{filter::Targets, prelude::*};
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            Targets::new()
+                .with_target("herald_edge", tracing::Level::TRACE)
+                .with_target("herald_publisher", tracing::Level::TRACE)
+                .with_target("calendar_service", tracing::Level::TRACE),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("calendar")));
+    // This thread only: the tests run on a current-thread runtime.
+    let _collecting = tracing::subscriber::set_default(subscriber);
+    let finished = |name: &'static str| {
+        let exporter = exporter.clone();
+        async move {
+            tokio::time::timeout(WAIT, async {
+                loop {
+                    let spans: Vec<SpanData> = exporter
+                        .get_finished_spans()
+                        .expect("the exporter runs")
+                        .into_iter()
+                        .filter(|span| span.name == name)
+                        .collect();
+                    if !spans.is_empty() {
+                        return spans;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no `{name}` span in time"))
+        }
+    };
+    let stack = Stack::start(1).await;
+    let _service = TestCalendarService::spawn_with(config_with(&stack, 1, &["alice"])).await;
+    let mut alice = caller(stack.edge(), "alice").await;
+
+    let (reply, seen) = rpc(
+        &mut alice,
+        "1",
+        "calendar.event.create",
+        create("team-0", "Traced", 9),
+    )
+    .await;
+    let RpcReply::Result(created) = reply else {
+        panic!("create refused: {reply:?}")
+    };
+    event_for(
+        &mut alice,
+        seen,
+        "calendar.event.created",
+        &created["event_id"],
+    )
+    .await;
+
+    let edge_rpc = finished("rpc").await.remove(0);
+    let call = finished("call").await.remove(0);
+    assert_eq!(call.parent_span_id, edge_rpc.span_context.span_id());
+    assert_eq!(
+        call.span_context.trace_id(),
+        edge_rpc.span_context.trace_id()
+    );
+    let deliveries = finished("deliver").await;
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d.span_context.trace_id() == call.span_context.trace_id()),
+        "the notification is delivered in the call's trace"
+    );
+}

@@ -105,10 +105,12 @@ async fn answer(nats: &async_nats::Client, handler: &Handler, message: Message) 
         return;
     };
     let method = method_from_rpc_subject(&message.subject);
+    // A child of the edge's `rpc` span (its `traceparent`); the domain event
+    // it publishes carries this span on, to the publisher and the deliveries.
     let span = tracing::info_span!(
-        "rpc",
-        rpc.method = method.map_or("unknown", RpcMethod::as_str),
-        rpc.code = tracing::field::Empty,
+        "call",
+        method = method.map_or("unknown", RpcMethod::as_str),
+        code = tracing::field::Empty,
     );
     if let Some(headers) = &message.headers {
         trace_context::set_parent(&span, headers);
@@ -120,7 +122,7 @@ async fn answer(nats: &async_nats::Client, handler: &Handler, message: Message) 
         };
         let reply = reply_for(outcome);
         if let RpcReply::Error(err) = &reply {
-            tracing::Span::current().record("rpc.code", err.code.as_str());
+            tracing::Span::current().record("code", err.code.as_str());
             tracing::debug!(code = err.code.as_str(), "Call refused.");
         }
         reply
