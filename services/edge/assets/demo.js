@@ -461,6 +461,7 @@ function describeError(err) {
  * other window of the calendar's members.
  */
 async function call(method, data, what) {
+  if (watchOnly()) return null;
   const started = performance.now();
   if (data.event_id) pending.set(data.event_id, started);
   setStatus(`${what}…`);
@@ -484,8 +485,19 @@ async function call(method, data, what) {
   }
 }
 
+/**
+ * Over server-sent events the page can only listen: calls need the
+ * WebSocket. Says so instead of letting each call wait for one.
+ */
+function watchOnly() {
+  if (herald.transport !== "sse") return false;
+  setStatus("Connected over server-sent events: this page can watch the calendar but not change it (calls need a WebSocket).", true);
+  return true;
+}
+
 /** Loads the week from the calendar service: the calendar as it is now. */
 async function loadWeek() {
+  if (watchOnly()) return;
   const from = rfc3339(days[0]);
   const to = rfc3339(addDays(days[0], 7));
   try {
