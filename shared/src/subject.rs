@@ -189,7 +189,19 @@ pub fn user_from_session_control_subject(subject: &str) -> Option<UserId> {
 /// A user's key in the revocations bucket: the escaped id with `=` for `~`
 /// (`alice=40example=2Ecom`), one key-value token whatever the id holds.
 pub fn revocation_key(user: &UserId) -> String {
-    escape_token(user.as_str()).replace(ESCAPE as char, &KEY_ESCAPE.to_string())
+    key_token(user.as_str())
+}
+
+/// A calendar's key in the example calendar service's bucket
+/// (`examples/calendar-service`): escaped as [`revocation_key`], so a
+/// calendar id with `.`, `*` or `>` is still one key.
+pub fn calendar_key(calendar_id: &str) -> String {
+    key_token(calendar_id)
+}
+
+/// [`escape_token`] with `=` for `~`, which key-value keys may not hold.
+fn key_token(raw: &str) -> String {
+    escape_token(raw).replace(ESCAPE as char, &KEY_ESCAPE.to_string())
 }
 
 /// The user a revocations key names; `None` for a key [`revocation_key`]

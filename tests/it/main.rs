@@ -7,6 +7,7 @@
 mod admission;
 mod assets;
 mod auth;
+mod calendar_service;
 mod cluster;
 mod cluster_faults;
 mod config;

@@ -194,6 +194,64 @@ impl Drop for TestEdge {
     }
 }
 
+/// A running replica of the example calendar service
+/// (`examples/calendar-service`), answering `rpc.calendar.*`.
+#[derive(Debug)]
+pub struct TestCalendarService {
+    /// Requests it has answered so far.
+    pub answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The calendar service configuration the tests use: no members, no auto-join.
+pub fn calendar_config(nats: &NatsServer) -> calendar_service::Config {
+    calendar_service::Config::new(nats.url.clone())
+}
+
+impl TestCalendarService {
+    /// Starts a replica; it is subscribed when this returns.
+    pub async fn spawn_with(config: calendar_service::Config) -> Self {
+        herald_shared::telemetry::init_for_tests();
+        let service = tokio::time::timeout(READY_WITHIN, calendar_service::Service::start(config))
+            .await
+            .expect("calendar service starts in time")
+            .expect("calendar service starts");
+        let answered = service.answered();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(service.serve(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            answered,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Ends it at once, as a crash would: requests in hand get no reply, its
+    /// NATS connection closes.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        // Its futures (and with them its NATS connection) are dropped by now.
+        let _ = tokio::time::timeout(WAIT, &mut self.task).await;
+    }
+
+    /// Drains it and waits for `serve` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("calendar service stops in time")?
+    }
+}
+
+impl Drop for TestCalendarService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// How long a service may take to become ready: on a cluster that has just
 /// started, the publisher creates its streams, bucket and consumer through
 /// JetStream's meta leader before `/readyz` answers, which took over 10 s

@@ -3,6 +3,7 @@
 //! `publisher` and `domain-service` have exactly those (README, "NATS
 //! permissions"; a test checks the README's table is this one).
 
+use calendar_service::config::DEFAULT_BUCKET as CALENDAR_BUCKET;
 use herald_shared::{
     session_control::REVOCATIONS_BUCKET,
     stream::{DEAD_LETTER_STREAM, DOMAIN_CONSUMER, DOMAIN_STREAM, NOTIFY_STREAM, PRESENCE_STREAM},
@@ -127,10 +128,21 @@ pub fn publisher() -> Permissions {
 /// answers clients' calls on `rpc.>` (only edges may publish there, so it
 /// can trust `Herald-User`), replying through `allow_responses`: a grant to
 /// publish on `_INBOX_edge.>` would let it forge the edge's JetStream answers.
+/// As the example calendar service it also keeps its calendars in a
+/// key-value bucket (created or updated at start-up, read by direct get,
+/// written compare-and-set).
 pub fn domain_service() -> Permissions {
+    let calendars = format!("KV_{CALENDAR_BUCKET}");
+    let mut publish = vec![DOMAIN_SUBJECTS.to_string(), "$JS.API.INFO".into()];
+    for action in ["INFO", "CREATE", "UPDATE"] {
+        publish.push(format!("$JS.API.STREAM.{action}.{calendars}"));
+    }
+    publish.push(format!("$JS.API.DIRECT.GET.{calendars}.>"));
+    publish.push(format!("$JS.API.STREAM.MSG.GET.{calendars}"));
+    publish.push(format!("$KV.{CALENDAR_BUCKET}.>"));
     Permissions {
         user: "domain-service",
-        publish: vec![DOMAIN_SUBJECTS.into()],
+        publish,
         subscribe: vec![RPC_SUBJECTS.into(), inboxes("domain-service")],
         allow_responses: true,
     }

@@ -1,4 +1,5 @@
-//! `cargo xtask up`: builds and runs NATS, the publisher and two edges locally until Ctrl-C.
+//! `cargo xtask up`: builds and runs NATS, the publisher, two edges and the example calendar
+//! service locally until Ctrl-C.
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -78,11 +79,23 @@ pub(crate) fn start_stack(
             .env("HERALD_DEV_PUBLISHER_URL", &publisher_url);
         children.spawn(name, edge)?;
     }
+    // The example domain service behind the demo's `rpc` calls; in demo mode
+    // any user joins the calendar they call (examples/calendar-service).
+    let mut calendar = Command::new(bin.join("calendar-service"));
+    calendar
+        .env("HERALD_NATS_URL", &nats_url)
+        .env("HERALD_CALENDAR_AUTO_JOIN", "1");
+    children.spawn("calendar-service", calendar)?;
     for (name, port) in ports.edges {
         children.wait_ready(name, port, "/readyz")?;
     }
+    // It serves no HTTP: it is ready once NATS shows its subscriptions.
+    children.wait_subscribed("calendar-service", ports.monitor, CALENDAR_READY_SUBJECT)?;
     Ok(())
 }
+
+/// The last subject the calendar service subscribes to before it answers.
+const CALENDAR_READY_SUBJECT: &str = "rpc.calendar.event.list";
 
 /// What `up` was asked for on its command line.
 #[derive(Debug, Default)]
@@ -242,13 +255,23 @@ fn check_ports_free(ports: &Ports) -> Result<(), String> {
 }
 
 pub(crate) fn build() -> Result<(), String> {
-    eprintln!("xtask: building herald-edge, herald-publisher and herald");
+    eprintln!("xtask: building herald-edge, herald-publisher, herald and calendar-service");
     let mut cargo = util::cargo();
     cargo.arg("build");
-    for package in ["herald-edge", "herald-publisher", "herald-tests"] {
+    for package in [
+        "herald-edge",
+        "herald-publisher",
+        "herald-tests",
+        "calendar-service",
+    ] {
         cargo.args(["-p", package]);
     }
-    for bin in ["herald-edge", "herald-publisher", "herald"] {
+    for bin in [
+        "herald-edge",
+        "herald-publisher",
+        "herald",
+        "calendar-service",
+    ] {
         cargo.args(["--bin", bin]);
     }
     let status = util::run(&mut cargo)?;
@@ -275,7 +298,7 @@ Herald is up: publisher http://127.0.0.1:{publisher}, edges ws://127.0.0.1:{a} a
 ws://127.0.0.1:{b}, NATS nats://127.0.0.1:{nats} (monitoring \
 http://127.0.0.1:{monitor}). Logs in .herald/logs/.
 Live calendar demo: open http://127.0.0.1:{a}/demo (and http://127.0.0.1:{b}/demo in a \
-second window).
+second window); its changes go through `rpc` to the example calendar-service.
 In another terminal, from {root}:
   export HERALD_JWT_SECRET={secret}
   TOKEN=$({herald} token alice@example.com --ns 'team-*')
@@ -358,6 +381,44 @@ impl Children {
                 return Err(format!(
                     "{name} did not answer 200 on http://127.0.0.1:{port}{path} within {} s; \
                      see {}",
+                    READY_TIMEOUT.as_secs(),
+                    service.log.display()
+                ));
+            }
+            sleep(READY_POLL);
+        }
+    }
+
+    /// Polls NATS's monitoring port until some connection subscribes to `subject`, failing
+    /// fast if the service exits.
+    pub(crate) fn wait_subscribed(
+        &mut self,
+        name: &str,
+        monitor: u16,
+        subject: &str,
+    ) -> Result<(), String> {
+        let service = self
+            .running
+            .iter_mut()
+            .find(|s| s.name == name)
+            .expect("wait_subscribed is called after spawn");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let quoted = format!("\"{subject}\"");
+        loop {
+            if util::http_body(monitor, "/connz?subs=1&limit=1024")
+                .is_some_and(|body| body.contains(&quoted))
+            {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = service.child.try_wait() {
+                return Err(format!(
+                    "{name} exited ({status}) before subscribing; see {}",
+                    service.log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{name} did not subscribe to {subject} within {} s; see {}",
                     READY_TIMEOUT.as_secs(),
                     service.log.display()
                 ));

@@ -112,6 +112,20 @@ pub(crate) fn http_status(port: u16, path: &str) -> Option<u16> {
     status_line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Body of `GET http://127.0.0.1:<port><path>` (at most 4 MiB) when it answers 200.
+pub(crate) fn http_body(port: u16, path: &str) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = Duration::from_secs(1);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.take(4 << 20).read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1)? == "200").then(|| body.to_owned())
+}
+
 /// Creates a directory (and parents) with a readable error.
 pub(crate) fn create_dir_all(dir: &Path) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))

@@ -20,9 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Building nothing, starting four services takes a few seconds; allow for a loaded CI box.
+/// Building nothing, starting five services takes a few seconds; allow for a loaded CI box.
 const STARTED_WITHIN: Duration = Duration::from_secs(60);
-/// Each child gets 5 s of grace after SIGTERM; four of them, with room to spare.
+/// Each child gets 5 s of grace after SIGTERM; five of them, with room to spare.
 const STOPPED_WITHIN: Duration = Duration::from_secs(30);
 
 #[test]
@@ -40,7 +40,7 @@ fn stops_children_on(signal: &str) {
         .parent()
         .expect("the binary's directory")
         .to_path_buf();
-    for bin in ["herald-edge", "herald-publisher"] {
+    for bin in ["herald-edge", "herald-publisher", "calendar-service"] {
         assert!(
             target.join(bin).exists(),
             "{bin} is not built in {}: run this through `cargo xtask test`, which builds it first",
@@ -74,11 +74,14 @@ fn stops_children_on(signal: &str) {
         panic!("`xtask up` did not come up within {STARTED_WITHIN:?}");
     }
     let children = children_of(pid);
-    assert_eq!(
-        children.len(),
-        4,
-        "nats-server, the publisher and two edges: {children:?}"
-    );
+    if children.len() != 5 {
+        // Stop them before failing: a panic here would leave them running.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let _ = up.wait();
+        panic!("nats-server, the publisher, two edges and calendar-service: {children:?}");
+    }
 
     let sent = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])

@@ -1,16 +1,17 @@
-// Herald live calendar demo: a week view that changes only when a
-// `calendar.event.*` notification arrives. Publishing goes straight to the
-// publisher (POST /v1/events); what you see is what Herald delivered back.
+// Herald live calendar demo: a week view of the namespace's calendar, kept
+// by the example calendar service (examples/calendar-service). The page
+// loads the week with `calendar.event.list`, and creates, moves, renames,
+// deletes and RSVPs with `client.rpc(...)` on its socket; every change comes
+// back as a `calendar.event.*` notification to every member's windows, on
+// every edge. `history_truncated` (or a reload) loads the week again.
 //
-// Dev mode only: tokens come from the edge's GET /dev/token, the publisher's
-// URL from GET /dev/config. Query parameters: ?user=<id>&ns=<namespace>.
+// Dev mode only: tokens come from the edge's GET /dev/token. Query
+// parameters: ?user=<id>&ns=<namespace>; the calendar's id is the namespace.
 
 const DAY_START_HOUR = 7;
 const DAY_END_HOUR = 20;
 const VISIBLE_MINUTES = (DAY_END_HOUR - DAY_START_HOUR) * 60;
 const MIN_BLOCK_MINUTES = 30; // one text line: shorter events get this much room, as calendars do
-const CALENDAR_ID = "cal_team";
-const SOURCE = "calendar-demo";
 const MAX_ACTIVITY = 30;
 const DAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 const HOUR_MS = 3_600_000;
@@ -23,7 +24,8 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const namespace = params.get("ns") || "team-42";
 const user = params.get("user") || rememberedUser();
-const storageKey = `herald:demo-calendar:${user}:${namespace}`;
+/** One calendar per namespace; the service makes every caller a member in demo mode. */
+const calendarId = namespace;
 
 function rememberedUser() {
   const key = "herald:demo-user";
@@ -74,20 +76,25 @@ const fmtTime = (date) => timeFormat.format(date);
 // === State: the calendar as the notifications built it ===
 
 /** event_id -> {event_id, title, starts_at, ends_at, all_day, location, attendees, rsvps: {user_id: response}} */
-const events = new Map(loadState());
+const events = new Map();
 let selectedId = null;
 /** Notification ids already applied: one event published to several channels arrives once per channel. */
 const seen = new Set();
-/** event_id -> when this page published a change to it, to show the round trip. */
+/** event_id -> when this page asked for a change to it, to show the round trip. */
 const pending = new Map();
 
-function loadState() {
-  const saved = safeStorage(() => JSON.parse(localStorage.getItem(storageKey) || "[]"));
-  return Array.isArray(saved) ? saved.map((e) => [e.event_id, e]) : [];
-}
-
-function saveState() {
-  safeStorage(() => localStorage.setItem(storageKey, JSON.stringify([...events.values()])));
+/** An event as the service returns it (`calendar.event.list`, a call's result). */
+function upsert(event) {
+  events.set(event.event_id, {
+    event_id: event.event_id,
+    title: event.title,
+    starts_at: event.starts_at,
+    ends_at: event.ends_at,
+    all_day: Boolean(event.all_day),
+    location: event.location ?? null,
+    attendees: event.attendees ?? [],
+    rsvps: event.rsvps ?? {},
+  });
 }
 
 function apply(notification) {
@@ -128,7 +135,6 @@ function apply(notification) {
     default:
       line = `${notification.event_type}`;
   }
-  saveState();
   render(id);
   logActivity(line, notification);
 }
@@ -416,12 +422,14 @@ function showNotice(text) {
   $("notice").hidden = false;
 }
 
-// === Tokens and publishing ===
+// === Tokens and calls ===
 
 let tokens = null; // {token, service_token, exp}
+let herald = null;
 
 async function fetchTokens() {
-  const query = new URLSearchParams({ user, ns: namespace });
+  // `rpc`: the token may call the calendar's methods.
+  const query = new URLSearchParams({ user, ns: namespace, rpc: "calendar.event.*" });
   const response = await fetch(`/dev/token?${query}`, { cache: "no-store" });
   if (!response.ok) throw new Error(`GET /dev/token: ${response.status} ${await errorText(response)}`);
   tokens = await response.json();
@@ -438,70 +446,68 @@ async function errorText(response) {
   }
 }
 
-let publisherUrl = "http://127.0.0.1:8090";
-
-/** POSTs one event; retries a 503 or a network failure with the same id (the publisher dedups). */
-async function publish(type, data) {
-  if (!tokens || tokens.exp * 1000 - Date.now() < 60_000) await fetchTokens();
-  const body = JSON.stringify({
-    id: `demo-${randomHex(8)}`,
-    type,
-    source: SOURCE,
-    audience: { namespaces: [namespace] },
-    data: { calendar_id: CALENDAR_ID, ...data },
-  });
-  for (let attempt = 1; ; attempt++) {
-    let response;
-    try {
-      response = await fetch(`${publisherUrl}/v1/events`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${tokens.service_token}`, "content-type": "application/json" },
-        body,
-      });
-    } catch (err) {
-      if (attempt >= 3) throw new Error(`cannot reach the publisher at ${publisherUrl} (${err.message})`);
-      await sleep(500 * attempt);
-      continue;
-    }
-    if (response.ok) return response.json();
-    if (response.status === 503 && attempt < 3) {
-      await sleep(1000 * Number(response.headers.get("retry-after") || 1));
-      continue;
-    }
-    throw new Error(`${response.status}: ${await errorText(response)}`);
-  }
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** RFC 3339 in UTC without milliseconds. */
 const rfc3339 = (date) => date.toISOString().replace(/\.\d{3}Z$/, "Z");
 
-async function send(type, data, what) {
-  pending.set(data.event_id, performance.now());
+/** Why a call failed, for people: the code, the message, each broken rule. */
+function describeError(err) {
+  const rules = (err.errors || []).map((e) => `${e.path}: ${e.message}`).join("; ");
+  return [err.code, rules || err.frame?.message || err.message].filter(Boolean).join(": ");
+}
+
+/**
+ * Calls `method` on this page's calendar through the socket. The result is
+ * applied at once; the notification of the change follows, here and in every
+ * other window of the calendar's members.
+ */
+async function call(method, data, what) {
+  if (watchOnly()) return null;
+  const started = performance.now();
+  if (data.event_id) pending.set(data.event_id, started);
   setStatus(`${what}…`);
   try {
-    await publish(type, data);
-    // The notification may have come back before the publisher's answer.
-    if (pending.has(data.event_id)) setStatus(`${what}: published, waiting for the notification…`);
+    const result = await herald.rpc(method, { calendar_id: calendarId, ...data });
+    const ms = Math.round(performance.now() - started);
+    if (result?.deleted) {
+      events.delete(result.event_id);
+    } else if (result?.event_id) {
+      upsert(result);
+      // A created event's id is known only now; its notification may come later.
+      if (!data.event_id) pending.set(result.event_id, started);
+    }
+    render(result?.event_id);
+    setStatus(`${what}: done in ${ms} ms (rpc), notifying the other windows…`);
+    return result;
   } catch (err) {
-    pending.delete(data.event_id);
-    setStatus(`${what} failed: ${err.message}`, true);
+    if (data.event_id) pending.delete(data.event_id);
+    setStatus(`${what} failed: ${describeError(err)}`, true);
+    return null;
   }
 }
 
-function eventData(event, changes) {
-  const data = {
-    event_id: event.event_id,
-    title: event.title,
-    starts_at: event.starts_at,
-    ends_at: event.ends_at,
-  };
-  if (event.all_day) data.all_day = true;
-  if (event.location) data.location = event.location;
-  if (event.attendees?.length) data.attendees = event.attendees;
-  if (changes) data.changes = changes;
-  return data;
+/**
+ * Over server-sent events the page can only listen: calls need the
+ * WebSocket. Says so instead of letting each call wait for one.
+ */
+function watchOnly() {
+  if (herald.transport !== "sse") return false;
+  setStatus("Connected over server-sent events: this page can watch the calendar but not change it (calls need a WebSocket).", true);
+  return true;
+}
+
+/** Loads the week from the calendar service: the calendar as it is now. */
+async function loadWeek() {
+  if (watchOnly()) return;
+  const from = rfc3339(days[0]);
+  const to = rfc3339(addDays(days[0], 7));
+  try {
+    const { events: listed } = await herald.rpc("calendar.event.list", { calendar_id: calendarId, from, to });
+    for (const event of listed) upsert(event);
+    render();
+    window.heraldDemo.loads += 1;
+  } catch (err) {
+    setStatus(`Loading the week failed: ${describeError(err)}`, true);
+  }
 }
 
 function wireForm() {
@@ -529,9 +535,9 @@ function wireForm() {
       start.setHours(h, m);
       end = new Date(start.getTime() + Number($("duration").value) * 60_000);
     }
-    const data = { event_id: `evt_${randomHex(6)}`, title, starts_at: rfc3339(start), ends_at: rfc3339(end) };
+    const data = { title, starts_at: rfc3339(start), ends_at: rfc3339(end) };
     if ($("all-day-input").checked) data.all_day = true;
-    send("calendar.event.created", data, `Creating “${title}”`);
+    call("calendar.event.create", data, `Creating “${title}”`);
     $("title").value = "";
   });
 
@@ -540,11 +546,11 @@ function wireForm() {
     if (!event) return;
     const shift = event.all_day ? DAY_MS : HOUR_MS;
     const moved = {
-      ...event,
+      event_id: event.event_id,
       starts_at: rfc3339(new Date(new Date(event.starts_at).getTime() + shift)),
       ends_at: rfc3339(new Date(new Date(event.ends_at).getTime() + shift)),
     };
-    send("calendar.event.updated", eventData(moved, ["starts_at", "ends_at"]), `Moving “${event.title}”`);
+    call("calendar.event.update", moved, `Moving “${event.title}”`);
   });
 
   $("rename").addEventListener("click", () => {
@@ -552,7 +558,7 @@ function wireForm() {
     const title = $("rename-title").value.trim();
     if (!event) return;
     if (!title || title === event.title) return setStatus("Type a new title first.", true);
-    send("calendar.event.updated", eventData({ ...event, title }, ["title"]), `Renaming to “${title}”`);
+    call("calendar.event.update", { event_id: event.event_id, title }, `Renaming to “${title}”`);
   });
   $("rename-title").addEventListener("keydown", (e) => {
     if (e.key === "Enter") $("rename").click();
@@ -561,15 +567,16 @@ function wireForm() {
   $("delete").addEventListener("click", () => {
     const event = events.get(selectedId);
     if (!event) return;
-    send("calendar.event.deleted", { event_id: event.event_id }, `Deleting “${event.title}”`);
+    call("calendar.event.delete", { event_id: event.event_id }, `Deleting “${event.title}”`);
   });
 
   for (const button of document.querySelectorAll("[data-rsvp]")) {
     button.addEventListener("click", () => {
       const event = events.get(selectedId);
       if (!event) return;
-      const data = { event_id: event.event_id, user_id: user, response: button.dataset.rsvp };
-      send("calendar.event.rsvp", data, `RSVP ${button.dataset.rsvp}`);
+      // The service answers for the token's user: there is no user_id to send.
+      const data = { event_id: event.event_id, response: button.dataset.rsvp };
+      call("calendar.event.rsvp", data, `RSVP ${button.dataset.rsvp}`);
     });
   }
 
@@ -578,10 +585,8 @@ function wireForm() {
   });
   $("notice-dismiss").addEventListener("click", () => ($("notice").hidden = true));
   $("notice-clear").addEventListener("click", () => {
-    events.clear();
-    saveState();
-    render();
     $("notice").hidden = true;
+    reloadWeek();
   });
 }
 
@@ -626,6 +631,13 @@ function applyPresence({ joined, left }) {
   renderPresence();
 }
 
+/** Forgets what the page holds and loads the week from the service. */
+function reloadWeek() {
+  events.clear();
+  render();
+  loadWeek();
+}
+
 // === Start ===
 
 async function start() {
@@ -633,13 +645,6 @@ async function start() {
   wireForm();
   render();
   setInterval(drawNowLine, 60_000);
-
-  try {
-    const response = await fetch("/dev/config", { cache: "no-store" });
-    if (response.ok) publisherUrl = (await response.json()).publisher_url || publisherUrl;
-  } catch {
-    // Keep the default; publishing will say if it is wrong.
-  }
 
   let Herald;
   try {
@@ -651,7 +656,7 @@ async function start() {
   }
 
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const herald = new Herald({
+  herald = new Herald({
     url: `${scheme}://${location.host}/v1/ws`,
     getToken: async () => (await fetchTokens()).token,
     presence: [namespace],
@@ -659,21 +664,29 @@ async function start() {
     persist: `herald:demo:${user}`,
   });
   herald.on("state", setConnection);
+  let loaded = false;
   herald.on("welcome", (welcome) => {
     $("connection-node").textContent = welcome.node ? `via ${welcome.node}` : "";
     $("connection").dataset.node = welcome.node ?? "";
     loadPresence(herald);
+    // Once per page: after a reconnect the socket resumes, and what changed
+    // meanwhile is replayed as notifications.
+    if (!loaded) {
+      loaded = true;
+      loadWeek();
+    }
   });
   herald.on("event", (notification) => {
     if (notification.event_type?.startsWith("calendar.event.")) apply(notification);
   });
   herald.on("truncated", ({ channel, first_seq }) => {
     const since = first_seq > 0 ? ` (it now starts at seq ${first_seq})` : "";
-    showNotice(`Some changes on ${channel} could not be replayed${since}: this calendar may be out of date.`);
+    showNotice(`Some changes on ${channel} could not be replayed${since}: the week was loaded again.`);
+    reloadWeek();
   });
   herald.on("error", (frame) => setStatus(`${frame.code}: ${frame.message}`, true));
   // For the console and browser tests.
-  window.heraldDemo = { herald, events, user, namespace };
+  window.heraldDemo = { herald, events, user, namespace, calendarId, loads: 0 };
   herald.connect();
 }
 
