@@ -13,7 +13,8 @@ pub struct Args {
     /// The nats-server binary (2.11 or newer).
     #[arg(long)]
     pub nats_server: PathBuf,
-    /// Where `herald-publisher` and `herald-edge` are, e.g. `target/release`.
+    /// Where `herald-publisher`, `herald-edge` and (for `rpc`) `calendar-service` are, e.g.
+    /// `target/release`.
     #[arg(long)]
     pub bin_dir: PathBuf,
     /// Directory for results.jsonl, results.md and the services' logs.
@@ -48,11 +49,13 @@ pub enum Scenario {
     NatsIngest,
     /// 10,000 sockets close at once, miss events, and resume with their cursors at once.
     ReconnectStorm,
+    /// 100 sockets call the example calendar service through the edges (`rpc` frames).
+    Rpc,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Idle,
         Scenario::Unicast,
         Scenario::Broadcast1k,
@@ -61,6 +64,7 @@ impl Scenario {
         Scenario::Publisher,
         Scenario::NatsIngest,
         Scenario::ReconnectStorm,
+        Scenario::Rpc,
     ];
 
     /// The name used on the command line and in the reports.
@@ -74,6 +78,7 @@ impl Scenario {
             Scenario::Publisher => "publisher",
             Scenario::NatsIngest => "nats-ingest",
             Scenario::ReconnectStorm => "reconnect-storm",
+            Scenario::Rpc => "rpc",
         }
     }
 }

@@ -10,6 +10,7 @@ mod idle;
 mod nats_ingest;
 mod publisher;
 mod reconnect_storm;
+mod rpc;
 mod saturation;
 mod unicast;
 
@@ -46,13 +47,19 @@ impl Ctx {
         scenario: Scenario,
         edges: bool,
     ) -> anyhow::Result<Stack> {
-        Stack::start(&StackOptions {
+        Stack::start(&self.stack_options(scenario, edges)).await
+    }
+
+    /// The options `start_stack` uses, for a scenario that needs more (the calendar service).
+    pub(crate) fn stack_options(&self, scenario: Scenario, edges: bool) -> StackOptions {
+        StackOptions {
             nats_server: self.nats_server.clone(),
             bin_dir: self.bin_dir.clone(),
             log_dir: self.out.join("logs").join(scenario.name()),
             edges,
-        })
-        .await
+            edge_env: Vec::new(),
+            calendar: None,
+        }
     }
 
     /// `n`, or a fifth of it with `--quick`.
@@ -88,6 +95,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> Report {
         Scenario::Publisher => publisher::run(ctx, &mut report).await,
         Scenario::NatsIngest => nats_ingest::run(ctx, &mut report).await,
         Scenario::ReconnectStorm => reconnect_storm::run(ctx, &mut report).await,
+        Scenario::Rpc => rpc::run(ctx, &mut report).await,
     };
     if let Err(err) = result {
         report.error = Some(format!("{err:#}"));
