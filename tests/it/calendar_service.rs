@@ -542,6 +542,23 @@ async fn a_call_s_handling_and_its_deliveries_join_the_caller_s_trace() {
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
     use tracing_subscriber::{filter::Targets, prelude::*};
 
+    let stack = Stack::start(1).await;
+    let _service = TestCalendarService::spawn_with(config_with(&stack, 1, &["alice"])).await;
+    // A first call with no subscriber of ours registers the service's
+    // callsites; installing ours then rebuilds their interest. (Another test
+    // of this binary registering them while ours is being installed could
+    // leave them disabled here.)
+    let nats = nats_client(&stack).await;
+    result(
+        call(
+            &nats,
+            Some("alice"),
+            RpcMethod::CalendarEventList,
+            &week("team-0"),
+        )
+        .await,
+    );
+
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -556,6 +573,7 @@ async fn a_call_s_handling_and_its_deliveries_join_the_caller_s_trace() {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("calendar")));
     // This thread only: the tests run on a current-thread runtime.
     let _collecting = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     let finished = |name: &'static str| {
         let exporter = exporter.clone();
         async move {
@@ -577,8 +595,6 @@ async fn a_call_s_handling_and_its_deliveries_join_the_caller_s_trace() {
             .unwrap_or_else(|_| panic!("no `{name}` span in time"))
         }
     };
-    let stack = Stack::start(1).await;
-    let _service = TestCalendarService::spawn_with(config_with(&stack, 1, &["alice"])).await;
     let mut alice = caller(stack.edge(), "alice").await;
 
     let (reply, seen) = rpc(

@@ -171,7 +171,16 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         config.max_rpc_in_flight = 3;
     })
     .await;
-    let answers = Responder::start(&stack.nats, "rpc.calendar.event.rsvp", echo).await;
+    // Echoes, but for event `huge`: over half the socket's 1 MiB queue (an
+    // answer that could cut the caller off as a slow consumer).
+    let answers = Responder::start(&stack.nats, "rpc.calendar.event.rsvp", |seen| {
+        if seen.body["event_id"] == "huge" {
+            Some(RpcReply::ok("x".repeat(512 * 1024)).to_body())
+        } else {
+            echo(seen)
+        }
+    })
+    .await;
     let _silent = Responder::start(&stack.nats, "rpc.calendar.event.update", |_| None).await;
     let _broken = Responder::start(&stack.nats, "rpc.calendar.event.delete", |_| {
         Some(br#"{"error":{"code":"not a code","message":"m"}}"#.to_vec())
@@ -181,6 +190,7 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         Some(RpcReply::error("SLOT_TAKEN", "taken").unwrap().to_body())
     })
     .await;
+
     let token = rpc_token(
         "alice",
         &[
@@ -214,6 +224,7 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         ("4", "calendar.event.update", update.clone(), "RPC_TIMEOUT"),
         ("5", "calendar.event.delete", delete, "RPC_FAILED"),
         ("6", "calendar.event.list", list, "SLOT_TAKEN"),
+        ("6b", "calendar.event.rsvp", rsvp("huge"), "RPC_FAILED"),
     ];
     for (r#ref, method, data, expected) in cases {
         alice.send_json(&rpc(r#ref, method, data)).await;
@@ -281,7 +292,10 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
         "FORBIDDEN_METHOD"
     );
     assert!(
-        answers.seen().iter().all(|s| s.body["event_id"] == "e1"),
+        answers
+            .seen()
+            .iter()
+            .all(|s| s.body["event_id"] == "e1" || s.body["event_id"] == "huge"),
         "only alice's valid call reached the service"
     );
     // Every call counted once by method and outcome; a name not registered
@@ -300,11 +314,12 @@ async fn every_edge_side_code_and_the_socket_lives_on() {
     assert_eq!(calls("calendar.event.rsvp", "FORBIDDEN_METHOD"), 2.0);
     assert_eq!(calls("calendar.event.list", "service_error"), 1.0);
     assert_eq!(calls("calendar.event.delete", "RPC_FAILED"), 1.0);
+    assert_eq!(calls("calendar.event.rsvp", "RPC_FAILED"), 1.0);
     assert_eq!(calls("calendar.event.create", "VALIDATION_FAILED"), 1.0);
     assert_eq!(calls("calendar.event.create", "RPC_UNAVAILABLE"), 1.0);
     assert!(!metrics.text.contains("calendar.event.nope"));
     let sent = metrics.sum("herald_edge_rpc_latency_seconds_count", &[]);
-    assert_eq!(sent, 8.0, "a latency for each call sent to NATS");
+    assert_eq!(sent, 9.0, "a latency for each call sent to NATS");
 
     // A ref-less call is a bad frame (no answer could name it).
     carol
@@ -494,6 +509,7 @@ async fn a_thousand_calls_from_a_hundred_sockets_through_two_edges_to_two_replic
 
     // Act: each socket makes its calls in two waves of five (under the
     // default in-flight bound of 8), all sockets at once.
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for s in 0..SOCKETS {
         let url = stack.edges[s % 2].ws_url(&format!(
@@ -551,8 +567,9 @@ async fn a_thousand_calls_from_a_hundred_sockets_through_two_edges_to_two_replic
     assert_eq!(answered.load(Ordering::Relaxed), SOCKETS * CALLS);
     let handled: Vec<usize> = replicas.iter().map(|r| r.seen().len()).collect();
     eprintln!(
-        "rpc: {} calls answered, replicas handled {handled:?}",
-        SOCKETS * CALLS
+        "rpc: {} calls answered in {:?} (100 connects included), replicas handled {handled:?}",
+        SOCKETS * CALLS,
+        started.elapsed()
     );
     assert_eq!(
         handled.iter().sum::<usize>(),
@@ -575,4 +592,64 @@ async fn a_thousand_calls_from_a_hundred_sockets_through_two_edges_to_two_replic
         SOCKETS * CALLS,
         "no call reached the services twice"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_while_the_edge_has_no_nats_is_unavailable_at_once_and_never_sent_later() {
+    // Arrange
+    let stack = stack(1, |config| config.rpc_timeout = Duration::from_secs(5)).await;
+    let token = rpc_token("alice", &["calendar.*"]);
+    let (mut alice, _) =
+        WsClient::connect_welcomed(&stack.edge().ws_url(&format!("token={token}"))).await;
+    let Stack {
+        publisher,
+        edges,
+        mut nats,
+    } = stack;
+    let metrics_url = format!("http://{}", edges[0].addr);
+    nats.kill();
+    herald_tests::metrics::wait_for(&metrics_url, "herald_edge_nats_connected", &[], |v| {
+        v == 0.0
+    })
+    .await;
+
+    // Act
+    let started = std::time::Instant::now();
+    alice
+        .send_json(&rpc("1", "calendar.event.rsvp", rsvp("e1")))
+        .await;
+    let (reply, _) = result_of(&mut alice, "1").await;
+
+    // Assert: at once, not after --rpc-timeout-ms; and nothing reaches a
+    // service once NATS is back.
+    assert_eq!(code(&reply), "RPC_UNAVAILABLE");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    nats.restart();
+    let responder = Responder::start(&nats, "rpc.>", echo).await;
+    herald_tests::metrics::wait_for(&metrics_url, "herald_edge_nats_connected", &[], |v| {
+        v == 1.0
+    })
+    .await;
+    alice
+        .send_json(&rpc("2", "calendar.event.rsvp", rsvp("e2")))
+        .await;
+    assert!(matches!(
+        result_of(&mut alice, "2").await.0,
+        RpcReply::Result(_)
+    ));
+    let seen: Vec<Value> = responder
+        .seen()
+        .into_iter()
+        .map(|s| s.body["event_id"].clone())
+        .collect();
+    assert_eq!(
+        seen,
+        [json!("e2")],
+        "the call refused while disconnected was never sent"
+    );
+    drop((publisher, edges));
 }

@@ -101,7 +101,8 @@ impl NatsServer {
         assert_eq!(parsed.nats[0], self.url, "restarted on another port");
     }
 
-    fn kill(&mut self) {
+    /// Kills the server (SIGKILL); it stays down until [`restart`](Self::restart).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

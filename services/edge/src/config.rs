@@ -25,8 +25,9 @@ pub struct Args {
     /// Required `aud` claim of user tokens.
     #[arg(long, env = "HERALD_JWT_AUDIENCE", default_value = "herald")]
     pub jwt_audience: String,
-    /// Most namespace grants (`ns` entries) a user token may carry; a token
-    /// with more is refused as INVALID_TOKEN.
+    /// Most namespace grants (`ns` entries), and most method grants (`rpc`
+    /// entries), a user token may carry; a token with more is refused as
+    /// INVALID_TOKEN.
     #[arg(long, env = "HERALD_MAX_TOKEN_GRANTS", default_value_t = 256)]
     pub max_token_grants: usize,
     #[command(flatten)]
@@ -123,7 +124,7 @@ pub struct Config {
     pub keys: Keys,
     /// What user tokens must carry.
     pub expect: Expectations,
-    /// Most `ns` grants a user token may carry.
+    /// Most `ns` grants, and most `rpc` grants, a user token may carry.
     pub max_token_grants: usize,
     pub http: HttpLimits,
     pub node_id: String,

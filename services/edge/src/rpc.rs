@@ -56,7 +56,7 @@ pub(crate) enum Outcome {
 
 impl Calls {
     /// Starts a call of `method` (the frame's string), answered later through
-    /// `outbox`; or refuses it at once, returning the frame to send.
+    /// `outbox`; or refuses it at once, returning the reply to send.
     pub(crate) fn start(
         &mut self,
         state: &AppState,
@@ -152,6 +152,17 @@ impl Call {
     /// Sends the request and maps whatever comes back to a reply; runs in
     /// the call's `rpc` span, whose context the request carries on.
     async fn run(mut self) -> RpcReply {
+        if self.state.nats.connection_state() != async_nats::connection::State::Connected {
+            // async-nats would buffer the request and send it on reconnect: the
+            // service would then act on a call its caller saw time out.
+            let code = ErrorCode::RpcUnavailable;
+            let error = RpcError::herald(code, "the edge is not connected to NATS; retry later");
+            tracing::Span::current().record("outcome", code.as_str());
+            self.state
+                .metrics
+                .rpc_finished(Some(self.method), Outcome::Edge(code), None);
+            return RpcReply::Error(error);
+        }
         trace_context::inject(&mut self.headers);
         let started = Instant::now();
         let request = async_nats::Request::new()
@@ -163,7 +174,21 @@ impl Call {
             .nats
             .send_request(rpc_subject(self.method).to_string(), request)
             .await;
+        // Half the socket's queue: an answer that would fill it would cut the
+        // caller off as a slow consumer; it fails alone instead.
+        let max_bytes = self.state.config.outbound_queue_bytes / 2;
         let (reply, outcome) = match sent {
+            Ok(message) if message.payload.len() > max_bytes => {
+                tracing::warn!(
+                    bytes = message.payload.len(),
+                    "A service's answer is too large."
+                );
+                let error = RpcError::herald(
+                    ErrorCode::RpcFailed,
+                    format!("the service's answer is over {max_bytes} bytes"),
+                );
+                (RpcReply::Error(error), Outcome::Edge(ErrorCode::RpcFailed))
+            }
             Ok(message) => answer(&message.payload),
             Err(err) => {
                 let code = match err.kind() {

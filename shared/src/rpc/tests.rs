@@ -159,3 +159,16 @@ fn rpc_grants_match_exact_names_and_prefixes() {
     assert!(!claims(&["calendar.event.list"]).allows_method(rsvp));
     assert!(!claims(&["calendar.event.rsvp.x"]).allows_method(rsvp));
 }
+
+#[test]
+fn rpc_grants_are_bounded_like_namespace_grants() {
+    let claims = UserClaims {
+        sub: "a".into(),
+        exp: 0,
+        iat: None,
+        ns: Vec::new(),
+        rpc: vec!["calendar.*".to_string(); 3],
+    };
+    assert!(claims.check_grants(3).is_ok());
+    assert!(claims.check_grants(2).is_err());
+}
