@@ -228,6 +228,8 @@ struct RpcError {
 impl Caller {
     /// Between windows: reads (pings are answered on reads); ends when the commands do.
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // What arrives between windows: straggling notifications, late answers.
+        let mut idle = CallTally::new(std::time::Instant::now());
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -245,11 +247,11 @@ impl Caller {
                     }
                 },
                 message = self.ws.next() => {
-                    let mut idle = CallTally::new(std::time::Instant::now());
+                    let late = idle.unexpected;
                     if !self.on_message(message, &mut idle) {
                         return;
                     }
-                    if idle.unexpected > 0 {
+                    if idle.unexpected > late {
                         self.recorder.other_frame("rpc_result-between-windows");
                     }
                 }
@@ -282,7 +284,15 @@ impl Caller {
                     due
                 }
                 Pace::FlatOut(depth) if open => depth.saturating_sub(self.pending.len()),
-                Pace::Fill(keep) if open && self.pending.is_empty() && self.owned.len() < keep => 1,
+                // A refused create ends the fill: the scenario reports it rather than retrying.
+                Pace::Fill(keep)
+                    if open
+                        && self.pending.is_empty()
+                        && self.owned.len() < keep
+                        && tally.n_errors() == 0 =>
+                {
+                    1
+                }
                 _ => 0,
             };
             for _ in 0..sending {
@@ -291,7 +301,8 @@ impl Caller {
                     return false;
                 }
             }
-            let filled = matches!(command.pace, Pace::Fill(keep) if self.owned.len() >= keep);
+            let filled = matches!(command.pace, Pace::Fill(keep)
+                if self.owned.len() >= keep || tally.n_errors() > 0);
             let notified = tally.notifications >= tally.writes_ok();
             if (!open || filled) && self.pending.is_empty() && notified {
                 return true;

@@ -19,6 +19,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::bail;
 use serde_json::{Value, json};
 
 use super::{Ctx, diagnostics};
@@ -63,6 +64,16 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         report.extra("calendar_service_replicas", REPLICAS);
         let fill = callers.window(Pace::Fill(KEEP), FILL_TIMEOUT).await;
         report.extra("fill", outcomes(&fill));
+        let expected = (n_sockets * KEEP) as u64;
+        if fill.n_ok() < expected {
+            bail!(
+                "filling the calendars: {} of {expected} creates ok, {} refused, {} missing \
+                 (see `fill`)",
+                fill.n_ok(),
+                fill.n_errors(),
+                fill.n_missing()
+            );
+        }
         let probe = Probe::new(stack.server_pids());
         let offered = RATE_PER_SOCKET * n_sockets as f64;
         let interval = Duration::from_secs_f64(1.0 / RATE_PER_SOCKET);
