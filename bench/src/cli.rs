@@ -13,7 +13,8 @@ pub struct Args {
     /// The nats-server binary (2.11 or newer).
     #[arg(long)]
     pub nats_server: PathBuf,
-    /// Where `herald-publisher` and `herald-edge` are, e.g. `target/release`.
+    /// Where `herald-publisher`, `herald-edge` and (for `rpc`) `calendar-service` are, e.g.
+    /// `target/release`.
     #[arg(long)]
     pub bin_dir: PathBuf,
     /// Directory for results.jsonl, results.md and the services' logs.
@@ -55,11 +56,13 @@ pub enum Scenario {
     ReconnectStorm,
     /// `broadcast-1k` and `unicast` on one nats-server and on a 3-node cluster with R3 streams.
     Cluster,
+    /// 100 sockets call the example calendar service through the edges (`rpc` frames).
+    Rpc,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Idle,
         Scenario::IdlePresence,
         Scenario::Unicast,
@@ -71,6 +74,7 @@ impl Scenario {
         Scenario::NatsIngest,
         Scenario::ReconnectStorm,
         Scenario::Cluster,
+        Scenario::Rpc,
     ];
 
     /// The name used on the command line and in the reports.
@@ -87,6 +91,7 @@ impl Scenario {
             Scenario::NatsIngest => "nats-ingest",
             Scenario::ReconnectStorm => "reconnect-storm",
             Scenario::Cluster => "cluster",
+            Scenario::Rpc => "rpc",
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Source addresses 127.0.0.2 up to this many: each gets its own ephemeral port range.
-const SOURCE_ADDRESSES: usize = 8;
+pub(crate) const SOURCE_ADDRESSES: usize = 8;
 /// Handshakes in progress at once, unless a scenario asks for more.
 pub(crate) const CONNECT_CONCURRENCY: usize = 200;
 const POLL: Duration = Duration::from_millis(20);

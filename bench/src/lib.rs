@@ -3,11 +3,14 @@
 //!
 //! Module map: `cli` (arguments, scenario names), `stack` and `child` (nats-server, publisher,
 //! edges as processes killed on drop; `nats_cluster` the 3-node NATS of `cluster`), `tokens`
-//! (the HS256 secret and JWTs), `socket` and `fleet` (WebSocket clients), `frame` (reading
-//! server frames), `recorder` (deliveries and latencies), `publish` (HTTP publishing), `clock`
-//! (the one time base), `procfs` and `usage` (memory and CPU from `/proc`), `report` (JSON
-//! lines and the markdown table), `scenarios` (one module per scenario, plus what they share).
+//! (the HS256 secret and JWTs), `socket` and `fleet` (WebSocket clients), `caller` and `calls`
+//! (sockets that make `rpc` calls, and their tally), `frame` (reading server frames),
+//! `recorder` (deliveries and latencies), `publish` (HTTP publishing), `clock` (the one time
+//! base), `procfs` and `usage` (memory and CPU from `/proc`), `report` (JSON lines and the
+//! markdown table), `scenarios` (one module per scenario, plus what they share).
 
+mod caller;
+mod calls;
 mod child;
 mod cli;
 mod clock;
@@ -68,6 +71,13 @@ pub async fn run(args: Args, mut emit: impl FnMut(&str)) -> anyhow::Result<()> {
     } else {
         args.scenarios.clone()
     };
+    let calendar = args.bin_dir.join("calendar-service");
+    if scenarios.contains(&Scenario::Rpc) && !calendar.is_file() {
+        bail!(
+            "{} not found (the rpc scenario calls it; cargo build -p calendar-service)",
+            calendar.display()
+        );
+    }
     let ctx = Arc::new(Ctx::new(&args));
     for scenario in scenarios {
         progress::note(&format!("{scenario}: starting"));

@@ -63,7 +63,7 @@ pub(crate) struct SocketEnd {
     pub(crate) error: Option<String>,
 }
 
-type Ws = WebSocketStream<tokio::net::TcpStream>;
+pub(crate) type Ws = WebSocketStream<tokio::net::TcpStream>;
 
 /// Runs one socket to its end. `gate` bounds how many handshakes are in progress at once; the
 /// permit is returned once `welcome` has arrived.
@@ -167,7 +167,9 @@ async fn read_until_end(
     }
 }
 
-async fn connect_with_retries(
+/// Connects `spec`, retrying a few times (each retry counted in `recorder`), and returns the
+/// socket once its `welcome` has arrived.
+pub(crate) async fn connect_with_retries(
     spec: &SocketSpec,
     recorder: &Recorder,
 ) -> anyhow::Result<(Ws, Welcome)> {

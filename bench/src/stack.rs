@@ -1,8 +1,9 @@
 //! The system under test, started fresh per scenario: one nats-server with JetStream on a new
 //! temporary store (or, for the `cluster` scenario, a 3-node JetStream cluster with every
-//! stream at three replicas), the real `herald-publisher`, and zero or two `herald-edge`
-//! processes, configured through their environment variables as `cargo xtask e2e` does.
-//! Dropping the stack kills them all (edges first) and removes the store.
+//! stream at three replicas), the real `herald-publisher`, zero or two `herald-edge`
+//! processes and, for the `rpc` scenario, replicas of the example `calendar-service`,
+//! configured through their environment variables as `cargo xtask e2e` does. Dropping the
+//! stack kills them all (edges first) and removes the store.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -34,6 +35,20 @@ pub(crate) struct StackOptions {
     pub(crate) edges: bool,
     /// One nats-server, or a cluster.
     pub(crate) nats: Nats,
+    /// More environment for the edges, e.g. looser client frame limits.
+    pub(crate) edge_env: Vec<(&'static str, String)>,
+    /// Start the example calendar service behind the edges' `rpc` relay.
+    pub(crate) calendar: Option<CalendarOptions>,
+}
+
+/// How the example calendar service runs in the stack.
+#[derive(Debug, Clone)]
+pub(crate) struct CalendarOptions {
+    /// Replicas in one queue group: each call goes to one of them.
+    pub(crate) replicas: usize,
+    /// `HERALD_CALENDAR_MEMBERS`: `CALENDAR=USER,…`, seeded at start-up (the service only
+    /// lets members list or change a calendar).
+    pub(crate) members: String,
 }
 
 /// What NATS the services run on.
@@ -63,10 +78,12 @@ pub(crate) struct Edge {
     service: Service,
 }
 
-/// The running services. Field order is drop order: edges, publisher, NATS, then the store.
+/// The running services. Field order is drop order: edges, calendar services, publisher, NATS,
+/// then the store.
 #[derive(Debug)]
 pub(crate) struct Stack {
     pub(crate) edges: Vec<Edge>,
+    calendars: Vec<Service>,
     publisher: Service,
     /// One node, or three.
     nats: Vec<Service>,
@@ -96,10 +113,10 @@ impl Stack {
             .build()
             .context("building the HTTP client")?;
         let store = TempDir::with_prefix("herald-bench-").context("creating the store dir")?;
-        let (nats, seeds) = match options.nats {
+        let (nats, seeds, monitoring) = match options.nats {
             Nats::Single => {
-                let (nats, url) = start_single(options, &http, store.path()).await?;
-                (vec![nats], vec![url])
+                let (nats, url, monitoring) = start_single(options, &http, store.path()).await?;
+                (vec![nats], vec![url], monitoring)
             }
             Nats::Cluster => {
                 let mut nodes =
@@ -108,7 +125,12 @@ impl Stack {
                 let seeds = (0..nodes.len())
                     .map(|first| nats_cluster::seeds(&nodes, first))
                     .collect();
-                (nodes.into_iter().map(|n| n.service).collect(), seeds)
+                let monitoring = nodes[0].monitoring.clone();
+                (
+                    nodes.into_iter().map(|n| n.service).collect(),
+                    seeds,
+                    monitoring,
+                )
             }
         };
         let nats_url = seeds[0]
@@ -149,7 +171,8 @@ impl Stack {
                     .env("HERALD_NATS_URL", seed(i + 1))
                     .env("HERALD_JWT_SECRET", keys.secret())
                     .env("HERALD_MAX_CONNECTIONS", "0")
-                    .env("NO_COLOR", "1");
+                    .env("NO_COLOR", "1")
+                    .envs(options.edge_env.iter().map(|(key, value)| (key, value)));
                 let service = Service::spawn(name, edge_cmd, &options.log_dir)?;
                 edges.push(Edge { addr, service });
             }
@@ -158,8 +181,15 @@ impl Stack {
                 wait_ready(&http, &mut edge.service, &url).await?;
             }
         }
+        let calendars = match &options.calendar {
+            Some(calendar) => {
+                start_calendars(options, calendar, &nats_url, &monitoring, &http).await?
+            }
+            None => Vec::new(),
+        };
         Ok(Self {
             edges,
+            calendars,
             publisher,
             nats,
             _store: store,
@@ -177,7 +207,7 @@ async fn start_single(
     options: &StackOptions,
     http: &reqwest::Client,
     store: &Path,
-) -> anyhow::Result<(Service, String)> {
+) -> anyhow::Result<(Service, String, String)> {
     let mut nats_cmd = Command::new(&options.nats_server);
     nats_cmd
         .args(["-js", "-a", "127.0.0.1", "-n", "herald-bench"])
@@ -203,7 +233,7 @@ async fn start_single(
         &format!("{monitoring}/healthz?js-enabled-only=true"),
     )
     .await?;
-    Ok((nats, nats_url))
+    Ok((nats, nats_url, monitoring))
 }
 
 impl Stack {
@@ -237,6 +267,11 @@ impl Stack {
             .iter()
             .map(|e| (e.service.name().to_owned(), e.service.pid()))
             .collect();
+        pids.extend(
+            self.calendars
+                .iter()
+                .map(|c| (c.name().to_owned(), c.pid())),
+        );
         pids.push(("publisher".into(), self.publisher.pid()));
         for nats in &self.nats {
             pids.push((nats.name().to_owned(), nats.pid()));
@@ -258,6 +293,7 @@ impl Stack {
         self.edges
             .iter_mut()
             .map(|e| &mut e.service)
+            .chain(self.calendars.iter_mut())
             .chain([&mut self.publisher])
             .chain(self.nats.iter_mut())
             .filter_map(|service| {
@@ -289,12 +325,71 @@ impl Stack {
         self.edges
             .iter()
             .map(|e| &e.service)
+            .chain(self.calendars.iter())
             .chain([&self.publisher])
             .chain(self.nats.iter())
             .map(|s| (s.name().to_owned(), s.log_after_startup()))
             .collect()
     }
 }
+
+/// Starts the calendar service's replicas (`calendar-a`, `calendar-b`, …) and waits until NATS
+/// shows each one's last subscription: it serves no HTTP to poll.
+async fn start_calendars(
+    options: &StackOptions,
+    calendar: &CalendarOptions,
+    nats_url: &str,
+    monitoring: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<Service>> {
+    let bin = options.bin_dir.join("calendar-service");
+    if !bin.is_file() {
+        bail!(
+            "{} not found (cargo build -p calendar-service)",
+            bin.display()
+        );
+    }
+    let mut replicas = Vec::new();
+    for n in 0..calendar.replicas.max(1) {
+        let name = format!("calendar-{}", char::from(b'a' + (n % 26) as u8));
+        let mut cmd = Command::new(&bin);
+        cmd.env("HERALD_NATS_URL", nats_url)
+            .env("HERALD_CALENDAR_MEMBERS", &calendar.members)
+            .env("NO_COLOR", "1");
+        replicas.push(Service::spawn(&name, cmd, &options.log_dir)?);
+    }
+    let url = format!("{monitoring}/connz?subs=1&limit=1024");
+    let quoted = format!("\"{CALENDAR_READY_SUBJECT}\"");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let body = async { http.get(&url).send().await?.text().await };
+        let subscribed = body.await.unwrap_or_default().matches(&quoted).count();
+        if subscribed >= replicas.len() {
+            return Ok(replicas);
+        }
+        for replica in &mut replicas {
+            if let Some(status) = replica.exited() {
+                bail!(
+                    "{} exited ({status}) before subscribing; see {}",
+                    replica.name(),
+                    replica.log().display()
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {subscribed} of {} calendar-service replicas subscribed within \
+                 {READY_TIMEOUT:?}; see {}",
+                replicas.len(),
+                options.log_dir.display()
+            );
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// The last subject the calendar service subscribes to before it answers.
+const CALENDAR_READY_SUBJECT: &str = "rpc.calendar.event.list";
 
 /// A port the OS has just called free (released before the service binds it: a small race, as
 /// with any port-0 probe).

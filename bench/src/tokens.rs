@@ -42,9 +42,21 @@ impl Keys {
 
     /// A user token: `sub`, audience `herald`, the namespaces it may join.
     pub(crate) fn user_token(&self, sub: &str, ns: &[&str]) -> anyhow::Result<String> {
+        self.user_token_with_rpc(sub, ns, &[])
+    }
+
+    /// A user token that may also call the `rpc` methods granted (exact names, or prefixes
+    /// ending in `*`, such as `calendar.*`).
+    pub(crate) fn user_token_with_rpc(
+        &self,
+        sub: &str,
+        ns: &[&str],
+        rpc: &[&str],
+    ) -> anyhow::Result<String> {
         let now = unix_now();
         self.sign(&json!({
             "sub": sub, "aud": "herald", "iat": now, "exp": now + TOKEN_TTL_SECS, "ns": ns,
+            "rpc": rpc,
         }))
     }
 

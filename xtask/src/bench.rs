@@ -1,5 +1,6 @@
-//! `cargo xtask bench [ARGS]`: builds the services and the load generator in release mode and
-//! runs `herald-bench` (bench/), which starts its own NATS, publisher and edges per scenario.
+//! `cargo xtask bench [ARGS]`: builds the services, the example calendar service and the load
+//! generator in release mode and runs `herald-bench` (bench/), which starts its own NATS,
+//! publisher and edges (and, for `rpc`, calendar services) per scenario.
 //!
 //! Results go to `target/bench/<unix time>/` (results.jsonl, results.md, the services' logs);
 //! ARGS go to herald-bench, e.g. `--scenario unicast --quick`.
@@ -12,7 +13,9 @@ use crate::{nats_server, util};
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
     let nats = nats_server::ensure()?;
-    eprintln!("xtask: building herald-edge, herald-publisher and herald-bench (release)");
+    eprintln!(
+        "xtask: building herald-edge, herald-publisher, calendar-service and herald-bench (release)"
+    );
     let mut build = util::cargo();
     build.args([
         "build",
@@ -22,6 +25,9 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode, String> {
         "herald-edge",
         "-p",
         "herald-publisher",
+        // The example domain service the `rpc` scenario calls through the edges.
+        "-p",
+        "calendar-service",
         "-p",
         "herald-bench",
     ]);

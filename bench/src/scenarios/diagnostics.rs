@@ -10,8 +10,9 @@ use serde_json::{Map, Value, json};
 use crate::{recorder::Recorder, report::Report, stack::Stack};
 
 /// Edge counters worth seeing after a run (summed over both edges, all label sets).
-const EDGE_COUNTERS: [&str; 8] = [
+const EDGE_COUNTERS: [&str; 9] = [
     "herald_edge_deliveries_total",
+    "herald_edge_rpc_calls_total",
     "herald_edge_slow_consumer_disconnects_total",
     "herald_edge_gaps_repaired_total",
     "herald_edge_repaired_events_total",

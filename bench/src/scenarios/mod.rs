@@ -13,6 +13,7 @@ mod nats_ingest;
 mod publisher;
 mod publisher_batch;
 mod reconnect_storm;
+mod rpc;
 mod saturation;
 mod unicast;
 
@@ -60,14 +61,20 @@ impl Ctx {
         edges: bool,
         nats: Nats,
     ) -> anyhow::Result<Stack> {
-        Stack::start(&StackOptions {
+        Stack::start(&self.stack_options(logs, edges, nats)).await
+    }
+
+    /// The options `start_stack_on` uses, for a scenario that needs more (the calendar service).
+    pub(crate) fn stack_options(&self, logs: &str, edges: bool, nats: Nats) -> StackOptions {
+        StackOptions {
             nats_server: self.nats_server.clone(),
             bin_dir: self.bin_dir.clone(),
             log_dir: self.out.join("logs").join(logs),
             edges,
             nats,
-        })
-        .await
+            edge_env: Vec::new(),
+            calendar: None,
+        }
     }
 
     /// `n`, or a fifth of it with `--quick`.
@@ -106,6 +113,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> Report {
         Scenario::NatsIngest => nats_ingest::run(ctx, &mut report).await,
         Scenario::ReconnectStorm => reconnect_storm::run(ctx, &mut report).await,
         Scenario::Cluster => cluster::run(ctx, &mut report).await,
+        Scenario::Rpc => rpc::run(ctx, &mut report).await,
     };
     if let Err(err) = result {
         report.error = Some(format!("{err:#}"));
