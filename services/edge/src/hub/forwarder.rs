@@ -9,7 +9,12 @@
 //! so it alone moves `hw`.
 
 use std::{
-    sync::{Arc, Weak},
+    future,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::Poll,
     time::Duration,
 };
 
@@ -17,9 +22,9 @@ use async_nats::{
     Subscriber,
     header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_TIME_STAMP},
 };
-use futures_util::StreamExt;
+use futures_util::{StreamExt, task::AtomicWaker};
 use herald_shared::{channel::Channel, subject::live_subject, trace_context};
-use tokio::{sync::mpsc, task::AbortHandle};
+use tokio::task::AbortHandle;
 
 use super::{
     channel::Entry,
@@ -68,8 +73,20 @@ pub(crate) enum JoinError {
 /// The running forwarder: asks for catch-ups, and unsubscribes when dropped.
 #[derive(Debug)]
 pub(super) struct Forwarder {
-    catch_up: mpsc::UnboundedSender<u64>,
+    catch_up: Arc<CatchUp>,
     task: AbortHandle,
+}
+
+/// The highest catch-up asked of a forwarder and not yet taken: requests
+/// that arrive before the task gets to them merge (catching up to the
+/// highest covers the lower ones). An atomic and a waker rather than a
+/// channel: a tokio channel allocates about 1 KiB up front, per channel of
+/// every idle socket, for a request that comes rarely.
+#[derive(Debug, Default)]
+struct CatchUp {
+    /// 0: none asked (a catch-up to 0 would have nothing to deliver).
+    upto: AtomicU64,
+    task: AtomicWaker,
 }
 
 impl Drop for Forwarder {
@@ -120,15 +137,13 @@ impl Forwarder {
             })?;
         entry.start_at(lasts.get(&entry.stored_subject).copied().unwrap_or(0));
 
-        let (catch_up, requests) = mpsc::unbounded_channel();
+        let catch_up = Arc::new(CatchUp::default());
         let forwarding = Forwarding {
             entry: Arc::downgrade(entry),
-            channel: entry.channel.clone(),
-            stored_subject: entry.stored_subject.clone(),
             reader: reader.clone(),
             metrics: metrics.clone(),
         };
-        let task = tokio::spawn(forwarding.run(subscriber, requests));
+        let task = tokio::spawn(forwarding.run(subscriber, catch_up.clone()));
         Ok(Self {
             catch_up,
             task: task.abort_handle(),
@@ -137,7 +152,29 @@ impl Forwarder {
 
     /// Asks the task to deliver what is stored up to `upto` (if above `hw`).
     pub(super) fn catch_up(&self, upto: u64) {
-        let _ = self.catch_up.send(upto);
+        self.catch_up.upto.fetch_max(upto, Ordering::AcqRel);
+        self.catch_up.task.wake();
+    }
+}
+
+// === impl CatchUp ===
+
+impl CatchUp {
+    /// The next catch-up asked for, once there is one.
+    async fn next(&self) -> u64 {
+        future::poll_fn(|cx| {
+            let upto = self.upto.swap(0, Ordering::AcqRel);
+            if upto != 0 {
+                return Poll::Ready(upto);
+            }
+            self.task.register(cx.waker());
+            // One asked between the swap and the registration woke nobody.
+            match self.upto.swap(0, Ordering::AcqRel) {
+                0 => Poll::Pending,
+                upto => Poll::Ready(upto),
+            }
+        })
+        .await
     }
 }
 
@@ -145,9 +182,9 @@ impl Forwarder {
 struct Forwarding {
     /// Weak: the task keeps no channel alive; the hub aborts it when the
     /// channel's last member leaves.
+    /// The channel and its stored subject are read from it (copies here
+    /// would cost two allocations per channel).
     entry: Weak<Entry>,
-    channel: Channel,
-    stored_subject: String,
     reader: StreamReader,
     metrics: Arc<Metrics>,
 }
@@ -155,7 +192,7 @@ struct Forwarding {
 // === impl Forwarding ===
 
 impl Forwarding {
-    async fn run(self, mut subscriber: Subscriber, mut catch_ups: mpsc::UnboundedReceiver<u64>) {
+    async fn run(self, mut subscriber: Subscriber, catch_up: Arc<CatchUp>) {
         loop {
             tokio::select! {
                 // Live copies first: a reconcile pass asks to catch up to the
@@ -170,11 +207,11 @@ impl Forwarding {
                         message.headers.as_ref()?.get_last(name)?.as_str().parse::<u64>().ok()
                     };
                     let Some(seq) = header(NATS_SEQUENCE) else {
-                        tracing::warn!(channel = %self.channel, "Live message without Nats-Sequence; skipped.");
+                        tracing::warn!(channel = %entry.channel, "Live message without Nats-Sequence; skipped.");
                         continue;
                     };
                     // Stored: no read may answer from a replica behind it.
-                    self.reader.saw(seq, &self.stored_subject);
+                    self.reader.saw(seq, &entry.stored_subject);
                     // The previous seq stored on this subject: above hw means we missed some.
                     let previous = header(NATS_LAST_SEQUENCE).unwrap_or(0);
                     match Live::classify(entry.hw(), seq, previous) {
@@ -193,7 +230,7 @@ impl Forwarding {
                     let span = tracing::info_span!(
                         parent: None,
                         "deliver",
-                        channel = %self.channel,
+                        channel = %entry.channel,
                         seq,
                         n_members = tracing::field::Empty,
                     );
@@ -205,7 +242,7 @@ impl Forwarding {
                         span.record("n_members", n_members);
                     });
                 }
-                Some(upto) = catch_ups.recv() => {
+                upto = catch_up.next() => {
                     let Some(entry) = self.entry.upgrade() else { return };
                     if let Some(gap) = Gap::upto_last(entry.hw(), upto) {
                         Box::pin(self.repair(&entry, gap, "reconcile")).await;
@@ -217,12 +254,12 @@ impl Forwarding {
 
     /// Delivers the channel's stored messages in `(after, upto]`, retrying a
     /// failed read a few times; after that the gap is logged as a loss.
-    #[tracing::instrument(name = "repair", parent = None, skip_all, fields(channel = %self.channel, after = gap.after, upto = gap.upto, found_by))]
+    #[tracing::instrument(name = "repair", parent = None, skip_all, fields(channel = %entry.channel, after = gap.after, upto = gap.upto, found_by))]
     async fn repair(&self, entry: &Entry, gap: Gap, found_by: &'static str) {
         let Gap { after, upto } = gap;
         let mut n_delivered = 0u64;
         let mut attempt = 0;
-        let mut range = Range::new(self.stored_subject.clone(), after, upto);
+        let mut range = Range::new(entry.stored_subject.clone(), after, upto);
         loop {
             match range.next_page(&self.reader).await {
                 Ok(Some(page)) => {
@@ -238,12 +275,12 @@ impl Forwarding {
                     tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                 }
                 Err(err) => {
-                    tracing::error!(channel = %self.channel, after, upto, error = %err, "Gap repair failed; notifications lost.");
+                    tracing::error!(channel = %entry.channel, after, upto, error = %err, "Gap repair failed; notifications lost.");
                     return;
                 }
             }
         }
         self.metrics.gap_repaired(n_delivered);
-        tracing::info!(channel = %self.channel, after, upto, n_repaired = n_delivered, found_by, "Gap repaired.");
+        tracing::info!(channel = %entry.channel, after, upto, n_repaired = n_delivered, found_by, "Gap repaired.");
     }
 }
