@@ -17,7 +17,7 @@ use futures_util::{
     stream::{SplitSink, SplitStream},
 };
 use herald_shared::{ids::UserId, jwt::UserClaims};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -26,7 +26,7 @@ mod commands;
 use crate::{
     admission::Admitted,
     attach::{self, Attachment, Hello},
-    control::{Command, Registration},
+    control::{Command, Commands, Registration},
     deadline::{Interrupted, Watch, unix_deadline},
     disconnect::Disconnect,
     frame::FrameKind,
@@ -139,7 +139,7 @@ impl Session {
         mut sink: Sink,
         mut stream: SplitStream<WebSocket>,
         mut receiver: OutboxReceiver,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: Commands,
         span: &tracing::Span,
     ) -> bool {
         let metrics = self.state.metrics.clone();
