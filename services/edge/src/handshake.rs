@@ -75,4 +75,3 @@ async fn refuse(mut socket: WebSocket, refusal: Refusal) {
         let _ = socket.send(Message::Close(Some(close))).await;
     }
 }
-

@@ -90,7 +90,7 @@ pub(crate) fn run(
         ),
         state,
     };
-    let (sink, stream) = socket.split();
+    let (mut sink, mut stream) = socket.split();
     let Admitted {
         user,
         namespaces,
@@ -105,10 +105,13 @@ pub(crate) fn run(
         user: user.clone(),
     };
     // Every channel named at connect resumes from the one cursor given.
-    let start = attach::channels(&user, &namespaces)
+    let start: Vec<_> = attach::channels(&user, &namespaces)
         .into_iter()
         .map(|channel| (channel, resume.clone()))
         .collect();
+    // Boxed: what the block below captures stays in the task's prefix for
+    // the socket's whole life, though the start takes it at once.
+    let attaching = Box::new((hello, start, notices));
     // The span is entered around what runs once or rarely (start, a client
     // frame, the close), not around the loop: entering it on every poll cost
     // about 4% of a broadcast's CPU. Those futures are also boxed, so the
@@ -117,12 +120,17 @@ pub(crate) fn run(
         let _connection = connection;
         // Counts against `--max-connections-per-user` until the session ends.
         let _slot = slot;
+        let (hello, start, notices) = *attaching;
         let start = session.attachment.attach(hello, start, notices);
         let end = Box::pin(start.instrument(span.clone())).await;
         let end = match end {
-            Ok(_) => session.serve(sink, stream, receiver, commands, &span).await,
+            Ok(_) => {
+                session
+                    .serve(&mut sink, &mut stream, receiver, commands, &span)
+                    .await
+            }
             Err(end) => {
-                let finish = finish(sink, None, end, false, &session.state.metrics);
+                let finish = finish(&mut sink, None, end, false, &session.state.metrics);
                 Box::pin(finish.instrument(span.clone())).await
             }
         };
@@ -136,8 +144,8 @@ pub(crate) fn run(
 impl Session {
     async fn serve(
         &mut self,
-        mut sink: Sink,
-        mut stream: SplitStream<WebSocket>,
+        sink: &mut Sink,
+        stream: &mut SplitStream<WebSocket>,
         mut receiver: OutboxReceiver,
         mut commands: Commands,
         span: &tracing::Span,
@@ -195,8 +203,8 @@ impl Session {
                     // Boxed: the write's state is a few hundred bytes that
                     // every idle socket's task would otherwise keep, for an
                     // allocation per batch of frames.
-                    let write = Box::pin(write_batch(&mut sink, &mut receiver, frame, &metrics, expires_at));
-                    watch.write(write, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
+                    let write = Box::pin(write_batch(sink, &mut receiver, frame, &metrics, expires_at));
+                    watch.write(write, stream, stop_signal.as_mut(), expiry.as_mut()).await
                 }
                 incoming = stream.next() => match incoming {
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -227,7 +235,7 @@ impl Session {
                         break Disconnect::Silent;
                     }
                     let ping = sink.send(Message::Ping(Default::default()));
-                    watch.write(ping, &mut stream, stop_signal.as_mut(), expiry.as_mut()).await
+                    watch.write(ping, stream, stop_signal.as_mut(), expiry.as_mut()).await
                 }
             };
             let Err(interrupted) = written else {
@@ -313,8 +321,8 @@ async fn write_batch(
 /// reply (the closing handshake), all bounded in time, and shortest for a
 /// socket that was `stuck` in a write. `true` if a close was sent.
 async fn finish(
-    mut sink: Sink,
-    stream: Option<SplitStream<WebSocket>>,
+    sink: &mut Sink,
+    stream: Option<&mut SplitStream<WebSocket>>,
     end: Disconnect,
     stuck: bool,
     metrics: &Metrics,
@@ -334,7 +342,7 @@ async fn finish(
             reason: reason.into(),
         };
         sink.send(Message::Close(Some(close))).await?;
-        if let Some(mut stream) = stream {
+        if let Some(stream) = stream {
             while let Some(Ok(message)) = stream.next().await {
                 if matches!(message, Message::Close(_)) {
                     break;
