@@ -46,9 +46,12 @@ use herald_shared::config::HttpLimits;
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_io_timeout::TimeoutStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_service::Service as _;
+
+use crate::write_timeout::WriteTimeout;
+
+mod write_timeout;
 
 /// The most a connection may buffer of a request head (and of a response
 /// before it waits for the socket); a longer head gets 431. hyper's default,
@@ -197,10 +200,9 @@ impl Connection {
         // A write that makes no progress for `write_timeout` fails, and the
         // connection with it: hyper itself would wait for ever on a client
         // that stopped reading. It stays on the socket after an upgrade.
-        let mut io = TimeoutStream::new(io);
-        io.set_write_timeout(Some(write_timeout));
+        let io = WriteTimeout::new(io, write_timeout);
         let connection = http1
-            .serve_connection(TokioIo::new(Box::pin(io)), service)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         async move {
             let mut connection = pin!(connection);

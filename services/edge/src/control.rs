@@ -11,7 +11,7 @@
 //! missed the core message (a NATS reconnect) still ends them.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, task::AtomicWaker};
 use herald_shared::{
     ids::{Namespace, UserId},
     session_control::{Control, REVOCATIONS_BUCKET, Revocation},
@@ -29,25 +29,21 @@ use herald_shared::{
         SESSION_CONTROL_SUBJECTS, user_from_revocation_key, user_from_session_control_subject,
     },
 };
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Commands queued per connection; past this, an unsubscribe is dropped
-/// (a connection that slow is about to end as a slow consumer anyway).
-const COMMAND_QUEUE: usize = 8;
+#[cfg(test)]
+use self::commands::COMMAND_QUEUE;
+pub(crate) use self::commands::{Command, Commands};
+
+mod commands;
+
 /// How long the start-up load of the revocations may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often moot revocations are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How soon a watch that ended is started again.
 const REWATCH_AFTER: Duration = Duration::from_secs(1);
-
-/// What a connection is asked to do besides ending.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Leave this namespace, telling the client `unsubscribed` with `REVOKED`.
-    Unsubscribe(Namespace),
-}
 
 /// The node's live connections by user, and the revocations.
 #[derive(Debug, Default)]
@@ -65,7 +61,12 @@ struct Handle {
     /// The connection's stop signal, cancelled to end it.
     stop: CancellationToken,
     revoked: AtomicBool,
-    commands: mpsc::Sender<Command>,
+    /// Commands not yet taken, at most [`COMMAND_QUEUE`]. A queue and a
+    /// waker rather than a channel: a tokio channel allocates about 1 KiB
+    /// up front, per idle connection, for commands that come rarely.
+    commands: Mutex<VecDeque<Command>>,
+    /// The connection's task, woken when a command is queued.
+    waker: AtomicWaker,
 }
 
 /// A connection's place in the registry, removed on drop.
@@ -85,14 +86,14 @@ impl Registry {
         user: &UserId,
         iat: Option<u64>,
         stop: CancellationToken,
-    ) -> (Registration, mpsc::Receiver<Command>) {
-        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+    ) -> (Registration, Commands) {
         let handle = Arc::new(Handle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             iat: Mutex::new(iat),
             stop,
             revoked: AtomicBool::new(false),
-            commands,
+            commands: Mutex::default(),
+            waker: AtomicWaker::new(),
         });
         self.users
             .lock()
@@ -103,12 +104,15 @@ impl Registry {
         if self.is_revoked(user, iat) {
             handle.revoke();
         }
+        let commands = Commands {
+            handle: handle.clone(),
+        };
         let registration = Registration {
             registry: self.clone(),
             user: user.clone(),
             handle,
         };
-        (registration, receiver)
+        (registration, commands)
     }
 
     /// Whether a token of `user` issued at `iat` is revoked.
@@ -139,11 +143,7 @@ impl Registry {
     fn unsubscribe(&self, user: &UserId, namespace: &Namespace) {
         let users = self.users.lock().expect("registry lock");
         for handle in users.get(user).into_iter().flatten() {
-            if handle
-                .commands
-                .try_send(Command::Unsubscribe(namespace.clone()))
-                .is_err()
-            {
+            if !handle.command(Command::Unsubscribe(namespace.clone())) {
                 tracing::warn!(%user, %namespace, "A connection's command queue is full; unsubscribe dropped.");
             }
         }

@@ -38,7 +38,10 @@ pub(crate) async fn websocket(
     if let Some(refused) = refuse_before_upgrade(&state, &headers) {
         return refused;
     }
-    let admission = admit(&state, &headers, &query).await;
+    // Boxed: the upgrade's task keeps what its callback captured for the
+    // socket's whole life (about 200 bytes of admission), though the
+    // callback hands it on at once.
+    let admission = Box::new(admit(&state, &headers, &query).await);
     let sessions = state.sessions.clone();
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -49,7 +52,7 @@ pub(crate) async fn websocket(
         .on_upgrade(move |socket| {
             // Chosen here rather than in an `async` block, which would keep
             // the socket and the admission in the task for its whole life.
-            let session: Pin<Box<dyn Future<Output = ()> + Send>> = match admission {
+            let session: Pin<Box<dyn Future<Output = ()> + Send>> = match *admission {
                 Ok(admitted) => Box::pin(session::run(socket, state, admitted)),
                 Err(refusal) => Box::pin(refuse(socket, refusal)),
             };

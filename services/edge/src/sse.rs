@@ -37,7 +37,7 @@ use axum::{
 use futures_util::stream;
 use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use tokio::{
-    sync::mpsc::{self, Receiver, error::TrySendError},
+    sync::mpsc::{self, error::TrySendError},
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ use tracing::Instrument;
 use crate::{
     admission::{Admitted, admit, refuse_before_upgrade},
     attach::{self, Attachment, Hello},
-    control::Command,
+    control::{Command, Commands},
     deadline::unix_deadline,
     disconnect::Disconnect,
     metrics::Transport,
@@ -208,7 +208,7 @@ async fn end(events: &mpsc::Sender<Event>, state: &AppState, end: Disconnect, st
 /// What the session API may do to a stream: end it, or take a namespace.
 struct Control<'a> {
     revoked: &'a CancellationToken,
-    commands: &'a mut Receiver<Command>,
+    commands: &'a mut Commands,
     attachment: &'a mut Attachment,
 }
 

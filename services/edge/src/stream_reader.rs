@@ -105,9 +105,15 @@ pub(crate) enum ReadError {
     },
 }
 
-/// Reads the notification stream; cheap to clone.
+/// Reads the notification stream; cheap to clone: one pointer, which every
+/// channel's forwarder keeps (a copy of the NATS client handle and the rest
+/// would be about 250 bytes per channel of every idle socket).
 #[derive(Debug, Clone)]
-pub(crate) struct StreamReader {
+pub(crate) struct StreamReader(Arc<Reader>);
+
+/// What a [`StreamReader`] points to.
+#[derive(Debug)]
+pub(crate) struct Reader {
     nats: async_nats::Client,
     api_subject: String,
     /// `max_bytes` of a page.
@@ -128,20 +134,28 @@ pub(crate) struct StreamReader {
     anchor: Arc<Mutex<Option<String>>>,
 }
 
+impl std::ops::Deref for StreamReader {
+    type Target = Reader;
+
+    fn deref(&self) -> &Reader {
+        &self.0
+    }
+}
+
 // === impl StreamReader ===
 
 impl StreamReader {
     /// Reads over `nats`, at most `page_bytes` per page (but at least one
     /// message), at most `concurrency` requests at once.
     pub(crate) fn new(nats: async_nats::Client, page_bytes: usize, concurrency: usize) -> Self {
-        Self {
+        Self(Arc::new(Reader {
             nats,
             api_subject: direct_get_subject(NOTIFY_STREAM).into(),
             page_bytes,
             turns: Arc::new(Semaphore::new(concurrency.max(1))),
             seen: Arc::new(AtomicU64::new(0)),
             anchor: Arc::default(),
-        }
+        }))
     }
 
     /// Notes that `seq` is stored on `subject` (e.g. a live copy arrived).

@@ -51,3 +51,28 @@ fn a_registration_leaves_on_drop() {
     drop(registration);
     assert!(registry.users.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn unsubscribes_reach_the_connection_in_order_up_to_the_queue_bound() {
+    let registry = Arc::new(Registry::default());
+    let alice = user("alice");
+    let (_registration, mut commands) = registry.register(&alice, None, CancellationToken::new());
+    // On this one-thread runtime the task runs only once the test awaits:
+    // every unsubscribe below is queued (or dropped) while it waits.
+    let waiting = tokio::spawn(async move {
+        let first = commands.recv().await;
+        (first, commands)
+    });
+    tokio::task::yield_now().await;
+    let ns = |i: usize| Namespace::parse(format!("ns{i}")).unwrap();
+    for i in 0..COMMAND_QUEUE + 2 {
+        registry.unsubscribe(&alice, &ns(i));
+    }
+    let (first, commands) = waiting.await.unwrap();
+    let taken = |command: Option<Command>| command.map(|Command::Unsubscribe(ns)| ns);
+    assert_eq!(taken(first), Some(ns(0)), "a waiting connection is woken");
+    for i in 1..COMMAND_QUEUE {
+        assert_eq!(taken(commands.try_recv()), Some(ns(i)), "in order");
+    }
+    assert_eq!(taken(commands.try_recv()), None, "past the bound, dropped");
+}
