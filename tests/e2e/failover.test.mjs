@@ -3,8 +3,8 @@
 // from its cursors: what was published while it was disconnected appears,
 // once.
 //
-// This test kills edge-a for the rest of the run: the other tests use edge-b
-// only, and `cargo xtask e2e` runs the files one at a time.
+// This test kills edge-a for the rest of the run: `cargo xtask e2e` runs the
+// files one at a time and this one last.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
