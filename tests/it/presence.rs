@@ -14,7 +14,9 @@ use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use herald_tests::{
     WAIT,
     apps::{Stack, TestEdge, edge_config},
-    clients::{TEST_SECRET, WsClient, service_claims, service_token, sign, user_claims},
+    clients::{
+        TEST_SECRET, WsClient, percent_encode, service_claims, service_token, sign, user_claims,
+    },
     edge_process::EdgeProcess,
 };
 use serde_json::{Value, json};
@@ -30,20 +32,11 @@ fn token(sub: &str, ns: &[&str], presence: &[&str]) -> String {
 }
 
 fn query(sub: &str, ns: &str) -> String {
-    format!("token={}&ns={}", token(sub, &[ns], &[ns]), encode(ns))
-}
-
-/// Percent-encodes every byte but ASCII letters and digits.
-fn encode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    format!(
+        "token={}&ns={}",
+        token(sub, &[ns], &[ns]),
+        percent_encode(ns)
+    )
 }
 
 /// `user`, joined to `ns` at connect, on the edge at `ws_url`.

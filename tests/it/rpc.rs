@@ -21,7 +21,7 @@ use herald_shared::{
 use herald_tests::{
     WAIT,
     apps::{Stack, TestEdge, TestPublisher},
-    clients::{WsClient, calendar_event, sign, user_claims},
+    clients::{WsClient, calendar_event, percent_encode, sign, user_claims},
     nats::NatsServer,
     permissions,
 };
@@ -383,7 +383,7 @@ async fn the_service_sees_the_token_s_sub_and_nothing_the_client_sent() {
     let (mut spaced, _) = WsClient::connect_welcomed(
         &stack
             .edge()
-            .ws_url(&format!("token={}", urlencode(&spaced))),
+            .ws_url(&format!("token={}", percent_encode(&spaced))),
     )
     .await;
     spaced
@@ -417,18 +417,6 @@ async fn the_service_sees_the_token_s_sub_and_nothing_the_client_sent() {
         1,
         "nothing forged reached the service"
     );
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
