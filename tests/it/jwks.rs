@@ -2,8 +2,6 @@
 //! HTTP server the test rotates), followed without a restart, protected from
 //! floods of made-up kids, and kept while the provider is down.
 
-use std::time::Duration;
-
 use futures_util::StreamExt as _;
 use herald_shared::{
     error_code::ErrorCode,
@@ -59,13 +57,8 @@ async fn an_edge_follows_the_providers_keys_and_keeps_them_while_it_is_down() {
     let mut config = edge_config(&nats, "edge-a");
     config.listen = free_addr();
     // max-age=1 is kept as is (the floor is lowered for the test); failed
-    // fetches are retried within 200 ms.
-    let policy = JwksPolicy {
-        min_ttl: Duration::from_millis(200),
-        retry: Duration::from_millis(50),
-        ..JwksPolicy::default()
-    };
-    config.keys = Keys::with_jwks_url(KeySet::default(), &provider.url, policy).unwrap();
+    // fetches are retried within 50 ms.
+    config.keys = provider.keys();
     let keys = config.keys.clone();
     let addr = config.listen;
     let edge = tokio::spawn(TestEdge::spawn_with(config));

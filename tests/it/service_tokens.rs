@@ -2,12 +2,6 @@
 //! that signed them: a key the identity provider removes is refused at the
 //! refresh that drops it, even for a token accepted (and cached) just before.
 
-use std::time::Duration;
-
-use herald_shared::{
-    jwks::{JwksPolicy, Keys},
-    jwt::KeySet,
-};
 use herald_tests::{
     WAIT,
     apps::{TestPublisher, publisher_config},
@@ -22,12 +16,7 @@ async fn a_cached_service_token_is_refused_once_its_key_leaves_the_jwks() {
     provider.cache_control(Some("public, max-age=1"));
     let nats = NatsServer::start();
     let mut config = publisher_config(&nats);
-    let policy = JwksPolicy {
-        min_ttl: Duration::from_millis(200),
-        retry: Duration::from_millis(50),
-        ..JwksPolicy::default()
-    };
-    config.keys = Keys::with_jwks_url(KeySet::default(), &provider.url, policy).unwrap();
+    config.keys = provider.keys();
     let keys = config.keys.clone();
     let publisher = TestPublisher::spawn_with(config).await;
     let url = publisher.url();
