@@ -13,7 +13,7 @@ use herald_tests::{
     WAIT,
     apps::{TestEdge, TestPublisher, edge_config, publisher_config},
     clients::{WsClient, calendar_event, post_event, service_claims, user_claims},
-    jwks::{JwksServer, TestKey},
+    jwks::{JwksServer, TestKey, until_dropped},
     metrics::{scrape, wait_for},
     nats::NatsServer,
 };
@@ -92,11 +92,7 @@ async fn an_edge_follows_the_providers_keys_and_keeps_them_while_it_is_down() {
 
     // A key the provider removes is refused after the next refresh.
     provider.serve_keys(&[(TestKey::Rsa, "b")]);
-    let mut fetches = keys.fetches();
-    tokio::time::timeout(WAIT, fetches.wait_for(|_| !keys.snapshot().has_kid("a")))
-        .await
-        .expect("a refresh drops kid a")
-        .unwrap();
+    until_dropped(&keys, "a").await;
     expect_refusal(&edge, &token_a, ErrorCode::InvalidToken, 4002).await;
 
     // The provider goes down: the last good keys stay in use.

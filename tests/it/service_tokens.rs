@@ -3,10 +3,9 @@
 //! refresh that drops it, even for a token accepted (and cached) just before.
 
 use herald_tests::{
-    WAIT,
     apps::{TestPublisher, publisher_config},
     clients::{calendar_event, post_event, service_claims},
-    jwks::{JwksServer, TestKey},
+    jwks::{JwksServer, TestKey, until_dropped},
     nats::NatsServer,
 };
 
@@ -29,11 +28,7 @@ async fn a_cached_service_token_is_refused_once_its_key_leaves_the_jwks() {
     }
 
     provider.serve_keys(&[(TestKey::Rsa, "b")]);
-    let mut fetches = keys.fetches();
-    tokio::time::timeout(WAIT, fetches.wait_for(|_| !keys.snapshot().has_kid("a")))
-        .await
-        .expect("a refresh drops kid a")
-        .unwrap();
+    until_dropped(&keys, "a").await;
 
     let refused = post_event(&url, &token_a, &calendar_event("e3", &["u_1"], &[])).await;
     assert_eq!(refused.status, 401, "{:?}", refused.body);

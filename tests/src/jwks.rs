@@ -205,3 +205,12 @@ async fn serve(State(shared): State<Arc<Shared>>) -> Response {
     shared.requests.send_replace(count);
     response
 }
+
+/// Waits (at most [`WAIT`]) until a refresh of `keys` has dropped `kid`.
+pub async fn until_dropped(keys: &herald_shared::jwks::Keys, kid: &str) {
+    let mut fetches = keys.fetches();
+    tokio::time::timeout(WAIT, fetches.wait_for(|_| !keys.snapshot().has_kid(kid)))
+        .await
+        .unwrap_or_else(|_| panic!("a refresh drops kid {kid}"))
+        .unwrap();
+}
