@@ -241,32 +241,7 @@ pub(crate) async fn closed_loop(
     duration: Duration,
     audience: AudienceFn,
 ) -> Tally {
-    let tally = Arc::new(Mutex::new(Tally::new()));
-    let sent = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + duration;
-    let loops: Vec<_> = (0..clients)
-        .map(|_| {
-            let (publisher, tally, audience, sent) = (
-                publisher.clone(),
-                tally.clone(),
-                audience.clone(),
-                sent.clone(),
-            );
-            tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    let k = sent.fetch_add(1, Ordering::Relaxed);
-                    publisher.post(&audience(k), &tally).await;
-                }
-            })
-        })
-        .collect();
-    for handle in loops {
-        let _ = handle.await;
-    }
-    let mut tally = take(&tally);
-    tally.sent = sent.load(Ordering::Relaxed);
-    tally.finished = Instant::now();
-    tally
+    closed_loops(&[publisher], clients, None, duration, audience).await
 }
 
 /// `clients` loops, each posting its next batch of `batch_size` events as soon as the last is
@@ -275,6 +250,19 @@ pub(crate) async fn closed_loop_batches(
     publishers: &[Arc<HttpPublisher>],
     clients: usize,
     batch_size: u64,
+    duration: Duration,
+    audience: AudienceFn,
+) -> Tally {
+    closed_loops(publishers, clients, Some(batch_size), duration, audience).await
+}
+
+/// `clients` loops until `duration` is over, loop `i` posting through
+/// `publishers[i % publishers.len()]` one event at a time (`batch` `None`) or
+/// batches of `batch` events, the next as soon as the last is answered.
+async fn closed_loops(
+    publishers: &[Arc<HttpPublisher>],
+    clients: usize,
+    batch: Option<u64>,
     duration: Duration,
     audience: AudienceFn,
 ) -> Tally {
@@ -291,10 +279,16 @@ pub(crate) async fn closed_loop_batches(
             );
             tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    let k0 = sent.fetch_add(batch_size, Ordering::Relaxed);
-                    publisher
-                        .post_batch(k0, batch_size, &audience, &tally)
-                        .await;
+                    match batch {
+                        None => {
+                            let k = sent.fetch_add(1, Ordering::Relaxed);
+                            publisher.post(&audience(k), &tally).await;
+                        }
+                        Some(n) => {
+                            let k0 = sent.fetch_add(n, Ordering::Relaxed);
+                            publisher.post_batch(k0, n, &audience, &tally).await;
+                        }
+                    }
                 }
             })
         })
@@ -302,10 +296,7 @@ pub(crate) async fn closed_loop_batches(
     for handle in loops {
         let _ = handle.await;
     }
-    let mut tally = take(&tally);
-    tally.sent = sent.load(Ordering::Relaxed);
-    tally.finished = Instant::now();
-    tally
+    close(&tally, sent.load(Ordering::Relaxed))
 }
 
 /// Waits for the requests still in flight, then closes the tally.
@@ -317,14 +308,15 @@ async fn finish(
 ) -> Tally {
     let permits = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
     let _all = gate.acquire_many(permits).await;
-    let mut tally = take(&tally);
+    close(&tally, sent)
+}
+
+/// The tally of a finished run of `sent` events, its end now.
+fn close(tally: &Mutex<Tally>, sent: u64) -> Tally {
+    let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner).clone();
     tally.sent = sent;
     tally.finished = Instant::now();
     tally
-}
-
-fn take(tally: &Mutex<Tally>) -> Tally {
-    tally.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 impl Tally {

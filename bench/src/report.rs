@@ -11,7 +11,10 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{recorder::Latency, usage::OtherBusy};
+use crate::{
+    recorder::Latency,
+    usage::{OtherBusy, Usage},
+};
 
 /// One scenario's numbers. Fields that do not apply are `null`; scenario-specific numbers go
 /// in `extra`, flattened into the line.
@@ -45,6 +48,15 @@ impl Report {
             scenario: scenario.to_owned(),
             ..Self::default()
         }
+    }
+
+    /// The CPU a window used: servers, load generator, other processes, and the
+    /// servers' cores by process (`server_cpu_cores_by_process`).
+    pub(crate) fn cpu(&mut self, usage: &Usage) {
+        self.server_cpu_cores = Some(usage.server_cores());
+        self.loadgen_cpu_cores = Some(usage.loadgen_cores());
+        self.other_busy = Some(usage.other_busy());
+        self.extra("server_cpu_cores_by_process", usage.cores_by_process());
     }
 
     /// Adds a scenario-specific field.

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     channel::Channel,
     error_code::{ErrorBody, ErrorCode, FieldError},
-    events::{EventData, EventType, garde_errors, prefixed},
+    events::{EventData, EventType},
     ids::{EventId, Namespace, UserId},
+    registry::{garde_errors, prefixed},
     text::no_control_characters,
     timestamp::Timestamp,
 };

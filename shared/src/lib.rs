@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod nats;
 pub mod net;
 pub mod presence;
+mod registry;
 pub mod rpc;
 pub mod schema;
 pub mod secret;

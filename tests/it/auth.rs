@@ -129,12 +129,7 @@ async fn the_token_may_come_in_the_authorization_header() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frame_over_16_kib_closes_with_1009() {
     let stack = Stack::start(1).await;
-    let (mut client, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u", &[]))),
-    )
-    .await;
+    let (mut client, _) = stack.edge().connect_as("u", &[]).await;
 
     client
         .send_text(&format!(
@@ -150,12 +145,7 @@ async fn a_frame_over_16_kib_closes_with_1009() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_draining_edge_sends_reconnect_then_closes_with_1012() {
     let mut stack = Stack::start(1).await;
-    let (mut client, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u", &[]))),
-    )
-    .await;
+    let (mut client, _) = stack.edge().connect_as("u", &[]).await;
 
     let edge = stack.edges.remove(0);
     let stopped = tokio::spawn(edge.stop());

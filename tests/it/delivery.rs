@@ -24,12 +24,7 @@ fn event_of(frame: &ServerFrame) -> (String, u64, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connected_user_receives_the_event_with_the_published_seq() {
     let stack = Stack::start(1).await;
-    let (mut alice, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u_1", &[]))),
-    )
-    .await;
+    let (mut alice, _) = stack.edge().connect_as("u_1", &[]).await;
 
     let accepted = stack.publish(&calendar_event("e1", &["u_1"], &[])).await;
 
@@ -180,12 +175,7 @@ async fn unusual_and_hostile_user_ids_receive_exactly_their_own_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_publish_is_delivered_once() {
     let stack = Stack::start(1).await;
-    let (mut alice, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("alice", &[]))),
-    )
-    .await;
+    let (mut alice, _) = stack.edge().connect_as("alice", &[]).await;
 
     let event = calendar_event("once", &["alice"], &[]);
     stack.publish(&event).await;

@@ -4,7 +4,7 @@
 use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use herald_tests::{
     apps::{Stack, TestEdge, edge_config},
-    clients::{WsClient, calendar_event, user_token},
+    clients::calendar_event,
 };
 use serde_json::json;
 
@@ -18,12 +18,7 @@ fn error_code(frame: &ServerFrame) -> (ErrorCode, Option<String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_frames_get_their_error_code_and_the_socket_lives_on() {
     let stack = Stack::start(1).await;
-    let (mut client, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u", &[]))),
-    )
-    .await;
+    let (mut client, _) = stack.edge().connect_as("u", &[]).await;
 
     client.send_text("not json").await;
     assert_eq!(
@@ -75,12 +70,7 @@ async fn subscribe_reports_the_latest_seq_then_delivers_until_unsubscribe() {
     let before = stack
         .publish(&calendar_event("before-2", &[], &["team-42"]))
         .await;
-    let (mut client, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u", &["team-*"]))),
-    )
-    .await;
+    let (mut client, _) = stack.edge().connect_as("u", &["team-*"]).await;
 
     client
         .send_json(&json!({ "type": "subscribe", "ref": "s", "namespace": "team-42" }))
@@ -125,10 +115,7 @@ async fn subscribe_refuses_namespaces_the_token_does_not_allow_and_caps_the_coun
         ..edge_config(&stack.nats, "edge-capped")
     })
     .await;
-    let (mut client, _) = WsClient::connect_welcomed(
-        &edge.ws_url(&format!("token={}", user_token("u", &["team-*"]))),
-    )
-    .await;
+    let (mut client, _) = edge.connect_as("u", &["team-*"]).await;
 
     client
         .send_json(&json!({ "type": "subscribe", "ref": "1", "namespace": "admins" }))

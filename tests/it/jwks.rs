@@ -2,8 +2,6 @@
 //! HTTP server the test rotates), followed without a restart, protected from
 //! floods of made-up kids, and kept while the provider is down.
 
-use std::time::Duration;
-
 use futures_util::StreamExt as _;
 use herald_shared::{
     error_code::ErrorCode,
@@ -15,7 +13,7 @@ use herald_tests::{
     WAIT,
     apps::{TestEdge, TestPublisher, edge_config, publisher_config},
     clients::{WsClient, calendar_event, post_event, service_claims, user_claims},
-    jwks::{JwksServer, TestKey},
+    jwks::{JwksServer, TestKey, until_dropped},
     metrics::{scrape, wait_for},
     nats::NatsServer,
 };
@@ -59,13 +57,8 @@ async fn an_edge_follows_the_providers_keys_and_keeps_them_while_it_is_down() {
     let mut config = edge_config(&nats, "edge-a");
     config.listen = free_addr();
     // max-age=1 is kept as is (the floor is lowered for the test); failed
-    // fetches are retried within 200 ms.
-    let policy = JwksPolicy {
-        min_ttl: Duration::from_millis(200),
-        retry: Duration::from_millis(50),
-        ..JwksPolicy::default()
-    };
-    config.keys = Keys::with_jwks_url(KeySet::default(), &provider.url, policy).unwrap();
+    // fetches are retried within 50 ms.
+    config.keys = provider.keys();
     let keys = config.keys.clone();
     let addr = config.listen;
     let edge = tokio::spawn(TestEdge::spawn_with(config));
@@ -99,11 +92,7 @@ async fn an_edge_follows_the_providers_keys_and_keeps_them_while_it_is_down() {
 
     // A key the provider removes is refused after the next refresh.
     provider.serve_keys(&[(TestKey::Rsa, "b")]);
-    let mut fetches = keys.fetches();
-    tokio::time::timeout(WAIT, fetches.wait_for(|_| !keys.snapshot().has_kid("a")))
-        .await
-        .expect("a refresh drops kid a")
-        .unwrap();
+    until_dropped(&keys, "a").await;
     expect_refusal(&edge, &token_a, ErrorCode::InvalidToken, 4002).await;
 
     // The provider goes down: the last good keys stay in use.

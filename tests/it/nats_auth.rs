@@ -277,22 +277,13 @@ async fn last_seqs(nats: &NatsServer) -> Vec<(String, u64)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_streams() {
     let nats = NatsServer::start_with_config(&permissions::least_privilege_config());
-    let mut config = publisher_config(&nats);
-    config.nats_url = permissions::url_for(&nats, "publisher");
-    config.nats_auth = permissions::auth_for("publisher");
-    let publisher = TestPublisher::spawn_with(config).await;
+    let publisher = TestPublisher::spawn_with(permissions::publisher_config(&nats)).await;
     let mut edges = Vec::new();
     for node in ["edge-a", "edge-b"] {
-        let mut config = edge_config(&nats, node);
-        config.nats_url = permissions::url_for(&nats, "edge");
-        config.nats_auth = permissions::auth_for("edge");
-        edges.push(TestEdge::spawn_with(config).await);
+        edges.push(TestEdge::spawn_with(permissions::edge_config(&nats, node)).await);
     }
     // A second replica finds the streams and the consumer there: the update path.
-    let mut config = publisher_config(&nats);
-    config.nats_url = permissions::url_for(&nats, "publisher");
-    config.nats_auth = permissions::auth_for("publisher");
-    TestPublisher::spawn_with(config)
+    TestPublisher::spawn_with(permissions::publisher_config(&nats))
         .await
         .stop()
         .await

@@ -14,7 +14,9 @@ use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use herald_tests::{
     WAIT,
     apps::{Stack, TestEdge, edge_config},
-    clients::{TEST_SECRET, WsClient, service_claims, service_token, sign, user_claims},
+    clients::{
+        TEST_SECRET, WsClient, percent_encode, service_claims, service_token, sign, user_claims,
+    },
     edge_process::EdgeProcess,
 };
 use serde_json::{Value, json};
@@ -30,20 +32,11 @@ fn token(sub: &str, ns: &[&str], presence: &[&str]) -> String {
 }
 
 fn query(sub: &str, ns: &str) -> String {
-    format!("token={}&ns={}", token(sub, &[ns], &[ns]), encode(ns))
-}
-
-/// Percent-encodes every byte but ASCII letters and digits.
-fn encode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    format!(
+        "token={}&ns={}",
+        token(sub, &[ns], &[ns]),
+        percent_encode(ns)
+    )
 }
 
 /// `user`, joined to `ns` at connect, on the edge at `ws_url`.
@@ -443,22 +436,12 @@ async fn an_edge_counts_its_presence_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn presence_works_with_the_least_privilege_users() {
-    use herald_tests::{
-        apps::{TestPublisher, publisher_config},
-        nats::NatsServer,
-        permissions,
-    };
+    use herald_tests::{apps::TestPublisher, nats::NatsServer, permissions};
     let nats = NatsServer::start_with_config(&permissions::least_privilege_config());
-    let mut config = publisher_config(&nats);
-    config.nats_url = permissions::url_for(&nats, "publisher");
-    config.nats_auth = permissions::auth_for("publisher");
-    let publisher = TestPublisher::spawn_with(config).await;
+    let publisher = TestPublisher::spawn_with(permissions::publisher_config(&nats)).await;
     let mut edges = Vec::new();
     for node in ["edge-a", "edge-b"] {
-        let mut config = edge_config(&nats, node);
-        config.nats_url = permissions::url_for(&nats, "edge");
-        config.nats_auth = permissions::auth_for("edge");
-        edges.push(TestEdge::spawn_with(config).await);
+        edges.push(TestEdge::spawn_with(permissions::edge_config(&nats, node)).await);
     }
     let mut w = watcher(&edges[0], "watcher", "team").await;
     let _judy = join(edges[1].ws_url(&query("judy", "team"))).await;

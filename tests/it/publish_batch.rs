@@ -11,7 +11,7 @@ use herald_shared::{
 use herald_tests::{
     WAIT,
     apps::Stack,
-    clients::{Answer, WsClient, calendar_event, service_token, user_token},
+    clients::{Answer, WsClient, calendar_event, service_token},
     metrics::scrape,
 };
 use serde_json::json;
@@ -88,12 +88,7 @@ async fn until_ready_is(publisher_url: &str, status: u16) {
 async fn each_event_gets_its_own_status_and_the_valid_ones_are_delivered_once_in_order() {
     let stack = Stack::start(1).await;
     let url = stack.publisher.url();
-    let (mut alice, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u_1", &[]))),
-    )
-    .await;
+    let (mut alice, _) = stack.edge().connect_as("u_1", &[]).await;
     let mut bad_dates = calendar_event("bad-dates", &["u_1"], &[]);
     bad_dates["data"]["ends_at"] = json!("2026-11-27T08:00:00Z");
     let mut unknown_type = calendar_event("unknown", &["u_1"], &[]);
@@ -191,12 +186,7 @@ async fn results_again(url: &str, items: &[String]) -> Vec<BatchResult> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_events_are_accepted_and_all_delivered_in_order() {
     let stack = Stack::start(1).await;
-    let (mut alice, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u_1", &[]))),
-    )
-    .await;
+    let (mut alice, _) = stack.edge().connect_as("u_1", &[]).await;
     let items: Vec<String> = (0..100)
         .map(|i| calendar_event(&format!("b-{i}"), &["u_1"], &[]).to_string())
         .collect();

@@ -20,8 +20,8 @@ use herald_shared::{
 };
 use herald_tests::{
     WAIT,
-    apps::{Stack, TestEdge, TestPublisher, edge_config, publisher_config},
-    clients::{WsClient, calendar_event, sign, user_claims},
+    apps::{Stack, TestEdge, TestPublisher},
+    clients::{WsClient, calendar_event, percent_encode, sign, user_claims},
     nats::NatsServer,
     permissions,
 };
@@ -39,15 +39,11 @@ fn rpc_token(sub: &str, rpc: &[&str]) -> String {
 /// edges, each edge's config changed by `tweak`.
 async fn stack(n_edges: usize, tweak: impl Fn(&mut herald_edge::Config)) -> Stack {
     let nats = NatsServer::start_with_config(&permissions::least_privilege_config());
-    let mut config = publisher_config(&nats);
-    config.nats_url = permissions::url_for(&nats, "publisher");
-    config.nats_auth = permissions::auth_for("publisher");
-    let publisher = TestPublisher::spawn_with(config).await;
+    let publisher = TestPublisher::spawn_with(permissions::publisher_config(&nats)).await;
     let mut edges = Vec::new();
     for i in 0..n_edges {
-        let mut config = edge_config(&nats, &format!("edge-{}", (b'a' + i as u8) as char));
-        config.nats_url = permissions::url_for(&nats, "edge");
-        config.nats_auth = permissions::auth_for("edge");
+        let node = format!("edge-{}", (b'a' + i as u8) as char);
+        let mut config = permissions::edge_config(&nats, &node);
         tweak(&mut config);
         edges.push(TestEdge::spawn_with(config).await);
     }
@@ -387,7 +383,7 @@ async fn the_service_sees_the_token_s_sub_and_nothing_the_client_sent() {
     let (mut spaced, _) = WsClient::connect_welcomed(
         &stack
             .edge()
-            .ws_url(&format!("token={}", urlencode(&spaced))),
+            .ws_url(&format!("token={}", percent_encode(&spaced))),
     )
     .await;
     spaced
@@ -421,18 +417,6 @@ async fn the_service_sees_the_token_s_sub_and_nothing_the_client_sent() {
         1,
         "nothing forged reached the service"
     );
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,17 +2,10 @@
 //! that signed them: a key the identity provider removes is refused at the
 //! refresh that drops it, even for a token accepted (and cached) just before.
 
-use std::time::Duration;
-
-use herald_shared::{
-    jwks::{JwksPolicy, Keys},
-    jwt::KeySet,
-};
 use herald_tests::{
-    WAIT,
     apps::{TestPublisher, publisher_config},
     clients::{calendar_event, post_event, service_claims},
-    jwks::{JwksServer, TestKey},
+    jwks::{JwksServer, TestKey, until_dropped},
     nats::NatsServer,
 };
 
@@ -22,12 +15,7 @@ async fn a_cached_service_token_is_refused_once_its_key_leaves_the_jwks() {
     provider.cache_control(Some("public, max-age=1"));
     let nats = NatsServer::start();
     let mut config = publisher_config(&nats);
-    let policy = JwksPolicy {
-        min_ttl: Duration::from_millis(200),
-        retry: Duration::from_millis(50),
-        ..JwksPolicy::default()
-    };
-    config.keys = Keys::with_jwks_url(KeySet::default(), &provider.url, policy).unwrap();
+    config.keys = provider.keys();
     let keys = config.keys.clone();
     let publisher = TestPublisher::spawn_with(config).await;
     let url = publisher.url();
@@ -40,11 +28,7 @@ async fn a_cached_service_token_is_refused_once_its_key_leaves_the_jwks() {
     }
 
     provider.serve_keys(&[(TestKey::Rsa, "b")]);
-    let mut fetches = keys.fetches();
-    tokio::time::timeout(WAIT, fetches.wait_for(|_| !keys.snapshot().has_kid("a")))
-        .await
-        .expect("a refresh drops kid a")
-        .unwrap();
+    until_dropped(&keys, "a").await;
 
     let refused = post_event(&url, &token_a, &calendar_event("e3", &["u_1"], &[])).await;
     assert_eq!(refused.status, 401, "{:?}", refused.body);

@@ -10,8 +10,8 @@ use herald_shared::{error_code::ErrorCode, frames::ServerFrame};
 use herald_tests::{
     apps::{Stack, TestEdge},
     clients::{
-        Answer, Closed, TEST_SECRET, WsClient, calendar_event, now, service_token, sign,
-        user_claims,
+        Answer, Closed, TEST_SECRET, WsClient, calendar_event, now, percent_encode, service_token,
+        sign, user_claims,
     },
     sse::{SseClient, SseItem},
 };
@@ -39,19 +39,6 @@ fn token_issued(sub: &str, ns: &[&str], iat: Option<i64>) -> String {
     sign(&claims, TEST_SECRET)
 }
 
-/// Every byte but ASCII letters and digits percent-encoded: a user id as one path segment.
-fn path_segment(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `POST /v1/users/{user}/{action}` with `token` and a JSON body.
 async fn session_call(
     stack: &Stack,
@@ -63,7 +50,7 @@ async fn session_call(
     let url = format!(
         "{}/v1/users/{}/{action}",
         stack.publisher.url(),
-        path_segment(user)
+        percent_encode(user)
     );
     let response = reqwest::Client::new()
         .post(url)

@@ -18,7 +18,7 @@ use herald_shared::{
 use herald_tests::{
     WAIT,
     apps::Stack,
-    clients::{WsClient, calendar_event, service_token, user_token},
+    clients::{WsClient, calendar_event, service_token},
 };
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -94,12 +94,7 @@ async fn one_trace_runs_from_the_http_request_through_the_store_to_the_delivery(
     // Arrange
     let (exporter, _collecting) = collect_spans();
     let stack = Stack::start(1).await;
-    let (mut alice, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u_1", &[]))),
-    )
-    .await;
+    let (mut alice, _) = stack.edge().connect_as("u_1", &[]).await;
 
     // Act
     let request = reqwest::Client::new()
@@ -159,12 +154,7 @@ async fn a_domain_message_s_traceparent_is_the_parent_of_its_ingest_and_delivery
     // Arrange
     let (exporter, _collecting) = collect_spans();
     let stack = Stack::start(1).await;
-    let (mut alice, _) = WsClient::connect_welcomed(
-        &stack
-            .edge()
-            .ws_url(&format!("token={}", user_token("u_1", &[]))),
-    )
-    .await;
+    let (mut alice, _) = stack.edge().connect_as("u_1", &[]).await;
     let domain = jetstream::new(async_nats::connect(&stack.nats.url).await.expect("connect"));
 
     // Act

@@ -173,6 +173,17 @@ impl TestEdge {
         format!("ws://{}/v1/ws?{query}", self.addr)
     }
 
+    /// A WebSocket of user `sub` (a token granting `ns`), past its `welcome`,
+    /// which it returns too.
+    pub async fn connect_as(
+        &self,
+        sub: &str,
+        ns: &[&str],
+    ) -> (crate::clients::WsClient, herald_shared::frames::ServerFrame) {
+        let token = crate::clients::user_token(sub, ns);
+        crate::clients::WsClient::connect_welcomed(&self.ws_url(&format!("token={token}"))).await
+    }
+
     /// Starts a drain and waits for `run` to return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.take().map(|stop| stop.send(()));

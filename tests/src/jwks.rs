@@ -124,6 +124,23 @@ impl JwksServer {
         server
     }
 
+    /// Keys fetched from this provider, as a service's config holds them, with
+    /// the test's timings: a `max-age` floor of 200 ms (so `max-age=1` is kept
+    /// as is) and failed fetches retried within 50 ms.
+    pub fn keys(&self) -> herald_shared::jwks::Keys {
+        let policy = herald_shared::jwks::JwksPolicy {
+            min_ttl: std::time::Duration::from_millis(200),
+            retry: std::time::Duration::from_millis(50),
+            ..herald_shared::jwks::JwksPolicy::default()
+        };
+        herald_shared::jwks::Keys::with_jwks_url(
+            herald_shared::jwt::KeySet::default(),
+            &self.url,
+            policy,
+        )
+        .expect("a valid JWKS URL")
+    }
+
     /// From now on, serve these keys.
     pub fn serve_keys(&self, keys: &[(TestKey, &str)]) {
         *self.shared.keys.lock().unwrap() = keys
@@ -187,4 +204,13 @@ async fn serve(State(shared): State<Arc<Shared>>) -> Response {
     let count = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
     shared.requests.send_replace(count);
     response
+}
+
+/// Waits (at most [`WAIT`]) until a refresh of `keys` has dropped `kid`.
+pub async fn until_dropped(keys: &herald_shared::jwks::Keys, kid: &str) {
+    let mut fetches = keys.fetches();
+    tokio::time::timeout(WAIT, fetches.wait_for(|_| !keys.snapshot().has_kid(kid)))
+        .await
+        .unwrap_or_else(|_| panic!("a refresh drops kid {kid}"))
+        .unwrap();
 }

@@ -221,6 +221,24 @@ pub fn auth_for(user: &str) -> herald_shared::nats::NatsAuth {
     }
 }
 
+/// The test publisher's config for `server`, connecting as the `publisher`
+/// user: what a least-privilege deployment runs.
+pub fn publisher_config(server: &NatsServer) -> herald_publisher::Config {
+    let mut config = crate::apps::publisher_config(server);
+    config.nats_url = url_for(server, "publisher");
+    config.nats_auth = auth_for("publisher");
+    config
+}
+
+/// The test edge's config for `server` as node `node_id`, connecting as the
+/// `edge` user.
+pub fn edge_config(server: &NatsServer, node_id: &str) -> herald_edge::Config {
+    let mut config = crate::apps::edge_config(server, node_id);
+    config.nats_url = url_for(server, "edge");
+    config.nats_auth = auth_for("edge");
+    config
+}
+
 /// `nats://user:password@host:port` of `server` for `user`.
 pub fn url_for(server: &NatsServer, user: &str) -> String {
     with_credentials(&server.url, user)

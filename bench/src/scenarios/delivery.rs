@@ -101,16 +101,13 @@ impl Delivery {
         report.deliveries_per_sec = Some(self.deliveries_per_sec());
         report.latency_ms = self.latency();
         report.server_cpu_us_per_delivery = self.cpu_us_per_delivery();
-        report.server_cpu_cores = Some(self.usage.server_cores());
-        report.loadgen_cpu_cores = Some(self.usage.loadgen_cores());
-        report.other_busy = Some(self.usage.other_busy());
+        report.cpu(&self.usage);
         report.publish_errors = self.tally.n_errors();
         report.extra("window_seconds", self.window_s);
         report.extra(
             "publish_offered_per_sec",
             self.tally.sent as f64 / self.tally.seconds().max(1e-9),
         );
-        report.extra("server_cpu_cores_by_process", self.usage.cores_by_process());
         if let Some(latency) = Latency::of(&self.tally.http_latency_us) {
             report.extra("http_latency_ms", latency);
         }

@@ -30,10 +30,7 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         let start = probe.sample();
         tokio::time::sleep(IDLE_CPU_WINDOW).await;
         let usage = probe.between(&start, &probe.sample());
-        report.server_cpu_cores = Some(usage.server_cores());
-        report.loadgen_cpu_cores = Some(usage.loadgen_cores());
-        report.other_busy = Some(usage.other_busy());
-        report.extra("server_cpu_cores_by_process", usage.cores_by_process());
+        report.cpu(&usage);
         fleet.close().await;
         anyhow::Ok(())
     }

@@ -56,10 +56,7 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             "presence_writes_per_socket_per_sec",
             per_sec / n_sockets.max(1) as f64,
         );
-        report.server_cpu_cores = Some(usage.server_cores());
-        report.loadgen_cpu_cores = Some(usage.loadgen_cores());
-        report.other_busy = Some(usage.other_busy());
-        report.extra("server_cpu_cores_by_process", usage.cores_by_process());
+        report.cpu(&usage);
         fleet.close().await;
         anyhow::Ok(())
     }

@@ -78,16 +78,13 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         let dead_letters = stream_messages(&js, DEAD_LETTER_STREAM).await?;
 
         report.events_published = n_events;
-        report.server_cpu_cores = Some(usage.server_cores());
-        report.loadgen_cpu_cores = Some(usage.loadgen_cores());
-        report.other_busy = Some(usage.other_busy());
+        report.cpu(&usage);
         report.extra("ingest_events_per_sec", n_events as f64 / ingest_s);
         report.extra("ingest_seconds", ingest_s);
         report.extra("domain_publish_per_sec", n_events as f64 / published_s);
         report.extra("notifications_stored", stored);
         report.extra("dead_letters", dead_letters);
         report.extra("server_cpu_us_per_event", usage.server_cpu_s * 1e6 / n_events as f64);
-        report.extra("server_cpu_cores_by_process", usage.cores_by_process());
         anyhow::Ok(())
     }
     .await;

@@ -5,7 +5,13 @@
 use std::time::Duration;
 
 use super::{Ctx, diagnostics};
-use crate::{cli::Scenario, publish, recorder::Latency, report::Report, usage::Probe};
+use crate::{
+    cli::Scenario,
+    publish::{self, Tally},
+    recorder::Latency,
+    report::Report,
+    usage::{Probe, Usage},
+};
 
 const CLIENTS: usize = 64;
 const WINDOW: Duration = Duration::from_secs(10);
@@ -26,29 +32,32 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         )
         .await;
         let usage = probe.between(&start, &probe.sample());
-        let accepted_per_sec = tally.accepted as f64 / tally.seconds().max(1e-9);
-        report.events_published = tally.accepted;
-        report.publish_errors = tally.n_errors();
-        report.server_cpu_cores = Some(usage.server_cores());
-        report.loadgen_cpu_cores = Some(usage.loadgen_cores());
-        report.other_busy = Some(usage.other_busy());
-        report.extra("accepted_per_sec", accepted_per_sec);
-        report.extra("http_clients", CLIENTS);
-        if tally.accepted > 0 {
-            report.extra(
-                "server_cpu_us_per_event",
-                usage.server_cpu_s * 1e6 / tally.accepted as f64,
-            );
-        }
-        report.extra("http_latency_ms", Latency::of(&tally.http_latency_us));
-        report.extra("server_cpu_cores_by_process", usage.cores_by_process());
-        if !tally.errors.is_empty() {
-            report.extra("publish_error_kinds", &tally.errors);
-            report.extra("publish_first_error", &tally.first_error);
-        }
+        report_publishing(report, &tally, &usage, CLIENTS);
         anyhow::Ok(())
     }
     .await;
     diagnostics::add(&mut stack, None, report).await;
     result
+}
+
+/// What a publishing scenario reports: events accepted (a second, and their
+/// server CPU each), errors, CPU, and the HTTP round trips (one per request).
+pub(super) fn report_publishing(report: &mut Report, tally: &Tally, usage: &Usage, clients: usize) {
+    let accepted_per_sec = tally.accepted as f64 / tally.seconds().max(1e-9);
+    report.events_published = tally.accepted;
+    report.publish_errors = tally.n_errors();
+    report.cpu(usage);
+    report.extra("accepted_per_sec", accepted_per_sec);
+    report.extra("http_clients", clients);
+    if tally.accepted > 0 {
+        report.extra(
+            "server_cpu_us_per_event",
+            usage.server_cpu_s * 1e6 / tally.accepted as f64,
+        );
+    }
+    report.extra("http_latency_ms", Latency::of(&tally.http_latency_us));
+    if !tally.errors.is_empty() {
+        report.extra("publish_error_kinds", &tally.errors);
+        report.extra("publish_first_error", &tally.first_error);
+    }
 }

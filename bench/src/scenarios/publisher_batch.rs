@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{Ctx, diagnostics};
-use crate::{cli::Scenario, publish, recorder::Latency, report::Report, usage::Probe};
+use crate::{cli::Scenario, publish, report::Report, usage::Probe};
 
 const CLIENTS: usize = 64;
 /// Events per request: the most a batch may carry.
@@ -36,29 +36,10 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         )
         .await;
         let usage = probe.between(&start, &probe.sample());
-        let accepted_per_sec = tally.accepted as f64 / tally.seconds().max(1e-9);
-        report.events_published = tally.accepted;
-        report.publish_errors = tally.n_errors();
-        report.server_cpu_cores = Some(usage.server_cores());
-        report.loadgen_cpu_cores = Some(usage.loadgen_cores());
-        report.other_busy = Some(usage.other_busy());
-        report.extra("accepted_per_sec", accepted_per_sec);
-        report.extra("http_clients", CLIENTS);
+        // `http_latency_ms` has one sample per batch: the round trip of a whole request.
+        super::publisher::report_publishing(report, &tally, &usage, CLIENTS);
         report.extra("batch_size", BATCH_SIZE);
         report.extra("services", SERVICES);
-        if tally.accepted > 0 {
-            report.extra(
-                "server_cpu_us_per_event",
-                usage.server_cpu_s * 1e6 / tally.accepted as f64,
-            );
-        }
-        // One sample per batch: the round trip of a whole request.
-        report.extra("http_latency_ms", Latency::of(&tally.http_latency_us));
-        report.extra("server_cpu_cores_by_process", usage.cores_by_process());
-        if !tally.errors.is_empty() {
-            report.extra("publish_error_kinds", &tally.errors);
-            report.extra("publish_first_error", &tally.first_error);
-        }
         anyhow::Ok(())
     }
     .await;

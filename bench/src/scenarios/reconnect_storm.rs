@@ -100,9 +100,7 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         report.delivered = snapshot.delivered;
         report.lost = (n_missed as u64).saturating_sub(snapshot.delivered);
         report.duplicated = snapshot.duplicated;
-        report.server_cpu_cores = Some(usage.server_cores());
-        report.loadgen_cpu_cores = Some(usage.loadgen_cores());
-        report.other_busy = Some(usage.other_busy());
+        report.cpu(&usage);
         report.extra("resumed", recorder.n_welcomed());
         report.extra("resume_failed", recorder.n_failed());
         report.extra("resume_seconds", outcome.done.map(|d| d.as_secs_f64()));
@@ -114,7 +112,6 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             "server_cpu_ms_per_resume",
             usage.server_cpu_s * 1e3 / n_sockets as f64,
         );
-        report.extra("server_cpu_cores_by_process", usage.cores_by_process());
         fleet.close().await;
         if outcome.done.is_none() {
             bail!(

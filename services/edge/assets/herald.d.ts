@@ -221,48 +221,13 @@ export type CalendarField =
   | "location"
   | "attendees";
 
-export interface CalendarEventData {
-  calendar_id: string;
-  event_id: string;
-  title: string;
-  /** RFC 3339; before `ends_at`. */
-  starts_at: string;
-  ends_at: string;
-  all_day?: boolean | null;
-  location?: string | null;
-  /** User ids. */
-  attendees?: string[] | null;
-}
-
-export interface CalendarEventUpdatedData extends CalendarEventData {
-  /** Non-empty. */
-  changes: CalendarField[];
-}
-
-export interface CalendarEventDeletedData {
+/** Which event of which calendar. */
+export interface CalendarEventRef {
   calendar_id: string;
   event_id: string;
 }
 
-export interface CalendarEventRsvpData {
-  calendar_id: string;
-  event_id: string;
-  user_id: string;
-  response: "accepted" | "declined" | "tentative";
-}
-
-/** An event of a registered type; narrow it with `event_type`. */
-export type CalendarEvent =
-  | Event<"calendar.event.created", CalendarEventData>
-  | Event<"calendar.event.updated", CalendarEventUpdatedData>
-  | Event<"calendar.event.deleted", CalendarEventDeletedData>
-  | Event<"calendar.event.rsvp", CalendarEventRsvpData>;
-
-// === rpc methods (proto-schemas/schemas/rpc/) ===
-
-/** `data` of `calendar.event.create`; the service picks the event id. */
-export interface CalendarEventCreateRequest {
-  calendar_id: string;
+export interface CalendarEventData extends CalendarEventRef {
   /** 1–200 characters. */
   title: string;
   /** RFC 3339; before `ends_at`. */
@@ -275,10 +240,34 @@ export interface CalendarEventCreateRequest {
   attendees?: string[] | null;
 }
 
+export interface CalendarEventUpdatedData extends CalendarEventData {
+  /** Non-empty. */
+  changes: CalendarField[];
+}
+
+export type CalendarEventDeletedData = CalendarEventRef;
+
+export type RsvpResponse = "accepted" | "declined" | "tentative";
+
+export interface CalendarEventRsvpData extends CalendarEventRef {
+  user_id: string;
+  response: RsvpResponse;
+}
+
+/** An event of a registered type; narrow it with `event_type`. */
+export type CalendarEvent =
+  | Event<"calendar.event.created", CalendarEventData>
+  | Event<"calendar.event.updated", CalendarEventUpdatedData>
+  | Event<"calendar.event.deleted", CalendarEventDeletedData>
+  | Event<"calendar.event.rsvp", CalendarEventRsvpData>;
+
+// === rpc methods (proto-schemas/schemas/rpc/) ===
+
+/** `data` of `calendar.event.create`; the service picks the event id. */
+export type CalendarEventCreateRequest = Omit<CalendarEventData, "event_id">;
+
 /** `data` of `calendar.event.update`: at least one field besides the ids. */
-export interface CalendarEventUpdateRequest {
-  calendar_id: string;
-  event_id: string;
+export interface CalendarEventUpdateRequest extends CalendarEventRef {
   title?: string | null;
   starts_at?: string | null;
   ends_at?: string | null;
@@ -287,16 +276,11 @@ export interface CalendarEventUpdateRequest {
   attendees?: string[] | null;
 }
 
-export interface CalendarEventDeleteRequest {
-  calendar_id: string;
-  event_id: string;
-}
+export type CalendarEventDeleteRequest = CalendarEventRef;
 
 /** The caller answers for themself: the service takes the user from the token. */
-export interface CalendarEventRsvpRequest {
-  calendar_id: string;
-  event_id: string;
-  response: "accepted" | "declined" | "tentative";
+export interface CalendarEventRsvpRequest extends CalendarEventRef {
+  response: RsvpResponse;
 }
 
 /** `from` < `to`, RFC 3339, at most 92 days apart. */

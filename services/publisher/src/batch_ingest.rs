@@ -16,14 +16,13 @@ use herald_shared::{
     api::{BatchResult, PublishBatchResults},
     envelope::{MAX_BATCH_BYTES, MAX_ENVELOPE_BYTES, ValidEvent, parse_event, split_batch},
     error_code::{ErrorBody, ErrorCode},
-    jwt::PUBLISH_SCOPE,
     trace_context,
 };
 use tracing::Instrument;
 
 use crate::{
     error::ApiError,
-    http_ingest::{authorize, read_body, require_json},
+    http_ingest::{read_publish, take_quota},
     metrics::{EventOutcome, Source},
     publish::{check_stored_bytes, publish_all},
     state::AppState,
@@ -50,7 +49,7 @@ async fn accept_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishBatchResults>, ApiError> {
-    let (service, bytes) = match read_batch(&state, &headers, body).await {
+    let (service, bytes) = match read_publish(&state, &headers, body, MAX_BATCH_BYTES).await {
         Ok(read) => read,
         Err(refusal) => {
             // Refused as a whole, it counts as one rejected event of no known
@@ -121,20 +120,6 @@ enum Item<'a> {
     },
 }
 
-/// The checks that refuse the whole batch; then the caller's service (token
-/// `sub`) and the body.
-async fn read_batch(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(String, axum::body::Bytes), ApiError> {
-    let claims = authorize(state, headers, PUBLISH_SCOPE).await?;
-    require_json(headers)?;
-    let bytes = read_body(headers, body, MAX_BATCH_BYTES).await?;
-    // `sub` is a required claim, so every token has one.
-    Ok((claims.sub.unwrap_or_default(), bytes))
-}
-
 /// One event, checked as `POST /v1/events` checks a body: its size, then
 /// parsed and validated, its stored bytes bounded, its quota taken.
 fn check_event<'a>(state: &'a AppState, service: &str, raw: &[u8]) -> Item<'a> {
@@ -159,15 +144,8 @@ fn check_event<'a>(state: &'a AppState, service: &str, raw: &[u8]) -> Item<'a> {
         Ok(bytes) => bytes,
         Err(refusal) => return Item::Refused(refused(refusal.into())),
     };
-    if let Err(over) = state.quotas.take(service, stored_bytes) {
-        tracing::debug!(service, stored_bytes, "Over the service's quota.");
-        return Item::Refused(refused(
-            ApiError::new(
-                ErrorCode::RateLimited,
-                format!("`{service}` is over its publish quota; retry after `retry_after`"),
-            )
-            .retry_after(over.retry_after_secs()),
-        ));
+    if let Err(refusal) = take_quota(state, service, stored_bytes, "`retry_after`") {
+        return Item::Refused(refused(refusal));
     }
     outcome.storing(event.event_type);
     Item::Ready { event, outcome }

@@ -49,9 +49,7 @@ async fn accept_event(
 ) -> Result<(StatusCode, Json<PublishAccepted>), ApiError> {
     // Counted once, however this ends; `rejected` until it is valid.
     let mut outcome = state.metrics.event(Source::Http);
-    let claims = authorize(&state, &headers, PUBLISH_SCOPE).await?;
-    require_json(&headers)?;
-    let bytes = read_body(&headers, body, MAX_ENVELOPE_BYTES).await?;
+    let (service, bytes) = read_publish(&state, &headers, body, MAX_ENVELOPE_BYTES).await?;
 
     let parsing = Instant::now();
     let event = parse_event(&bytes).map_err(|refused| {
@@ -60,16 +58,7 @@ async fn accept_event(
     })?;
     outcome.of_type(event.event_type);
     let stored_bytes = check_stored_bytes(&event, state.config.limits.max_event_stored_bytes)?;
-    // `sub` is a required claim, so every token has one.
-    let service = claims.sub.as_deref().unwrap_or_default();
-    state.quotas.take(service, stored_bytes).map_err(|over| {
-        tracing::debug!(service, stored_bytes, "Over the service's quota.");
-        ApiError::new(
-            ErrorCode::RateLimited,
-            format!("`{service}` is over its publish quota; retry after Retry-After"),
-        )
-        .retry_after(over.retry_after_secs())
-    })?;
+    take_quota(&state, &service, stored_bytes, "Retry-After")?;
     outcome.storing(event.event_type);
     let span = tracing::Span::current();
     span.record("event.id", event.id.as_str());
@@ -97,6 +86,41 @@ async fn accept_event(
         "Event stored."
     );
     Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// The prologue of both publish routes (`POST /v1/events` and
+/// `/v1/events/batch`): a token with the publish scope, a JSON body of at most
+/// `limit` bytes. Returns the publishing service (the token's `sub`) and the body.
+pub(crate) async fn read_publish(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<(String, Bytes), ApiError> {
+    let claims = authorize(state, headers, PUBLISH_SCOPE).await?;
+    require_json(headers)?;
+    let bytes = read_body(headers, body, limit).await?;
+    // `sub` is a required claim, so every token has one.
+    Ok((claims.sub.unwrap_or_default(), bytes))
+}
+
+/// Takes `stored_bytes` from `service`'s quota, or refuses with
+/// `RATE_LIMITED` and the wait; `retry_hint` names where the caller finds it
+/// (the `Retry-After` header, a batch result's `retry_after`).
+pub(crate) fn take_quota(
+    state: &AppState,
+    service: &str,
+    stored_bytes: u64,
+    retry_hint: &str,
+) -> Result<(), ApiError> {
+    state.quotas.take(service, stored_bytes).map_err(|over| {
+        tracing::debug!(service, stored_bytes, "Over the service's quota.");
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!("`{service}` is over its publish quota; retry after {retry_hint}"),
+        )
+        .retry_after(over.retry_after_secs())
+    })
 }
 
 /// A bearer service token with the configured audience and `scope`.

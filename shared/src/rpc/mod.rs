@@ -2,7 +2,7 @@
 //! socket, their validated request types, the reply every domain service
 //! answers with, and the NATS headers the edge sets.
 //!
-//! Adding a method is one line in the `rpc_methods!` invocation below plus its
+//! Adding a method is one line in the `wire_registry!` invocation below plus its
 //! request struct; validation, schemas, the `rpc.<method>` subject and the
 //! `herald.d.ts` types follow. The edge validates a call before any service
 //! sees it, so a service may trust the body's shape; it re-parses it with the
@@ -12,14 +12,15 @@
 pub mod calendar;
 mod reply;
 
-use std::fmt;
-
-use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 pub use reply::{RpcCode, RpcError, RpcReply};
 
-use crate::{error_code::FieldError, events::validate_data, jwt::UserClaims};
+use crate::{
+    error_code::FieldError,
+    jwt::UserClaims,
+    registry::{validate_data, wire_registry},
+};
 
 /// NATS header names of an `rpc.<method>` request. Only edges may publish on
 /// `rpc.>` (NATS permissions), so a service trusts them.
@@ -41,62 +42,14 @@ pub trait CrossRules {
     }
 }
 
-macro_rules! rpc_methods {
-    ($( $(#[$doc:meta])* $variant:ident => $wire:literal, $request:ty; )+) => {
-        /// A registered RPC method.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum RpcMethod {
-            $( $(#[$doc])* $variant, )+
-        }
+wire_registry! {
+    /// A registered RPC method.
+    kind RpcMethod;
+    /// The validated `data` of a call, one variant per registered method;
+    /// serializes to the request body a service receives.
+    data RpcRequest;
+    parse parse_request;
 
-        /// The validated `data` of a call, one variant per registered method;
-        /// serializes to the request body a service receives.
-        #[derive(Debug, Clone, PartialEq, Serialize)]
-        #[serde(untagged)]
-        pub enum RpcRequest {
-            $( $variant($request), )+
-        }
-
-        impl RpcMethod {
-            /// Every registered method.
-            pub const ALL: &'static [RpcMethod] = &[$(RpcMethod::$variant),+];
-
-            /// The wire name, e.g. `calendar.event.rsvp`.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $( Self::$variant => $wire, )+
-                }
-            }
-
-            /// The registered method with this wire name.
-            pub fn parse(name: &str) -> Option<Self> {
-                match name {
-                    $( $wire => Some(Self::$variant), )+
-                    _ => None,
-                }
-            }
-
-            /// Parses and validates a call's `data` for this method.
-            ///
-            /// # Errors
-            /// Every broken rule, each with its path under `data`.
-            pub fn parse_data(self, data: serde_json::Value) -> Result<RpcRequest, Vec<FieldError>> {
-                match self {
-                    $( Self::$variant => parse_request::<$request>(data).map(RpcRequest::$variant), )+
-                }
-            }
-
-            /// The JSON Schema of this method's `data`.
-            pub fn data_schema(self, generator: &mut SchemaGenerator) -> Schema {
-                match self {
-                    $( Self::$variant => generator.root_schema_for::<$request>(), )+
-                }
-            }
-        }
-    };
-}
-
-rpc_methods! {
     /// Create an event in a calendar the caller belongs to.
     CalendarEventCreate => "calendar.event.create", calendar::CreateEvent;
     /// Change some fields of an event (at least one).
@@ -131,23 +84,6 @@ impl RpcRequest {
     /// The request body sent to the service: the validated `data` as JSON.
     pub fn to_body(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("request types always serialize")
-    }
-}
-
-impl fmt::Display for RpcMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl JsonSchema for RpcMethod {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "RpcMethod".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        let names: Vec<&str> = Self::ALL.iter().map(|m| m.as_str()).collect();
-        schemars::json_schema!({ "type": "string", "enum": names })
     }
 }
 
