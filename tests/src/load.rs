@@ -181,5 +181,33 @@ pub async fn settle(clients: &[Arc<Mutex<Seqs>>], users: &[(String, String)], al
     while sum().delivered < sum().expected && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sum()
+    let total = sum();
+    if total.lost > 0 {
+        print_missing(clients, users, all);
+    }
+    total
+}
+
+/// Which client misses which seqs of which channel, and the last seq it has
+/// there: where a loss is, so a failed tally can be told from a slow one.
+fn print_missing(clients: &[Arc<Mutex<Seqs>>], users: &[(String, String)], all: &Seqs) {
+    for (i, (received, (user, room))) in clients.iter().zip(users).enumerate() {
+        let received = received.lock().unwrap();
+        for (channel, want) in expected_of(user, std::slice::from_ref(room), all) {
+            let got = received
+                .get(&channel)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let missing: Vec<u64> = want.into_iter().filter(|s| !got.contains(s)).collect();
+            if !missing.is_empty() {
+                #[allow(clippy::print_stderr, reason = "where the loss is, for the report")]
+                {
+                    eprintln!(
+                        "client {i} ({user}) misses {missing:?} on {channel}; its last there is {:?}",
+                        got.last()
+                    );
+                }
+            }
+        }
+    }
 }

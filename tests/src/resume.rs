@@ -27,6 +27,12 @@ pub struct ResumingClient {
     pub received: Arc<Mutex<Seqs>>,
     /// `history_truncated` frames received.
     pub truncated: Arc<Mutex<Vec<ServerFrame>>>,
+    /// Where live delivery started on a channel that had no cursor yet
+    /// (`welcome.seqs`, or a live `subscribed`'s seq): its cursor until an
+    /// event arrives, as herald.js keeps it. Without it a client that
+    /// reconnects before its first event starts live again, and whatever
+    /// was stored while it was away is never asked for.
+    starts: HashMap<String, u64>,
     socket: Option<WsClient>,
 }
 
@@ -49,17 +55,20 @@ impl ResumingClient {
             epoch: None,
             received: Arc::default(),
             truncated: Arc::default(),
+            starts: HashMap::new(),
             socket: None,
         }
     }
 
-    /// The last seq received on `channel`.
+    /// The last seq received on `channel`, or else where live delivery
+    /// started on it.
     pub fn cursor(&self, channel: &str) -> Option<u64> {
         self.received
             .lock()
             .unwrap()
             .get(channel)
             .and_then(|seqs| seqs.last().copied())
+            .or_else(|| self.starts.get(channel).copied())
     }
 
     /// Connects to `ws_base` (`ws://host/v1/ws`) and resumes every channel
@@ -77,7 +86,12 @@ impl ResumingClient {
         }
         let mut socket = WsClient::try_connect(&url).await?;
         match socket.try_next_frame().await? {
-            ServerFrame::Welcome { epoch, .. } => self.epoch = Some(epoch),
+            ServerFrame::Welcome { epoch, seqs, .. } => {
+                self.epoch = Some(epoch);
+                for (channel, seq) in seqs {
+                    self.starts.entry(channel.to_string()).or_insert(seq);
+                }
+            }
             other => return Err(format!("expected welcome, got {other:?}")),
         }
         for (i, ns) in self.namespaces.iter().enumerate() {
