@@ -75,20 +75,6 @@ pub(crate) struct Metrics {
     presence_writes: Counter,
 }
 
-/// The labels of `rpc_calls`: the method (`unknown` for a name not
-/// registered: a client's string never becomes a label) and the outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RpcCall(RpcMethodLabel, &'static str);
-
-/// The `method` label.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RpcMethodLabel(Option<RpcMethod>);
-
-fn rpc_latency_histogram() -> Histogram {
-    // 0.5 ms … 16 s, doubling: past the longest sensible --rpc-timeout-ms.
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-}
-
 /// The `code` label: an [`ErrorCode`]'s wire string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Code(ErrorCode);
@@ -363,20 +349,6 @@ impl EncodeLabelSet for Code {
     }
 }
 
-impl EncodeLabelSet for RpcMethodLabel {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let method = self.0.map_or("unknown", RpcMethod::as_str);
-        [("method", method)].encode(encoder)
-    }
-}
-
-impl EncodeLabelSet for RpcCall {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let method = self.0.0.map_or("unknown", RpcMethod::as_str);
-        [("method", method), ("outcome", self.1)].encode(encoder)
-    }
-}
-
 /// The `result` label of `jwks_fetches`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Fetch(FetchResult);
@@ -398,6 +370,10 @@ impl JwksObserver for Metrics {
             .set(i64::try_from(n_keys).unwrap_or(i64::MAX));
     }
 }
+
+mod rpc_labels;
+
+use rpc_labels::{RpcCall, RpcMethodLabel, rpc_latency_histogram};
 
 #[cfg(test)]
 mod tests;
