@@ -3,10 +3,7 @@
 //! token (signature, claims, the bound on namespace grants), the user's
 //! connection cap and the namespaces it asks for.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::collections::HashMap;
 
 use axum::{
     http::{HeaderMap, StatusCode, header},
@@ -19,7 +16,7 @@ use herald_shared::{
     jwt::{TokenError, UserClaims},
 };
 
-use crate::{config::Config, replay::Cursor, state::AppState};
+use crate::{config::Config, replay::Cursor, state::AppState, user_slots::UserSlot};
 
 /// A socket that passed authentication.
 #[derive(Debug)]
@@ -35,34 +32,6 @@ pub(crate) struct Admitted {
     /// With `--max-connections-per-user`: one of the user's connections,
     /// released when the session drops it.
     pub(crate) slot: Option<UserSlot>,
-}
-
-/// How many connections each user holds on this node, for
-/// `--max-connections-per-user`. The check and the count happen under one
-/// lock, so two connections racing for the last slot cannot both get it.
-#[derive(Debug, Default)]
-pub(crate) struct UserConnections {
-    counts: Mutex<HashMap<UserId, usize>>,
-}
-
-/// One connection of a user, counted until dropped (the session ends, or
-/// the upgrade never completes).
-#[derive(Debug)]
-#[must_use = "the connection counts against the user's cap until dropped"]
-pub(crate) struct UserSlot {
-    connections: Arc<UserConnections>,
-    user: UserId,
-}
-
-/// `--allowed-origins`: one origin, or `scheme://*.domain[:port]`, which
-/// matches any subdomain of `domain` (not `domain` itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginPattern {
-    /// `scheme://`, lowercase.
-    scheme: String,
-    /// The host and port after the scheme (after `*` for a wildcard), lowercase.
-    rest: String,
-    wildcard: bool,
 }
 
 /// Why a socket is refused: one `error` frame, then the code's close code.
@@ -248,148 +217,4 @@ pub(crate) async fn verify_user(config: &Config, token: &str) -> Result<UserClai
     let claims: UserClaims = config.keys.verify(token, &config.expect).await?;
     claims.check_grants(config.max_token_grants)?;
     Ok(claims)
-}
-
-// === impl UserConnections ===
-
-impl UserConnections {
-    /// A slot for one more connection of `user`, unless it holds `max`.
-    pub(crate) fn acquire(self: &Arc<Self>, user: &UserId, max: usize) -> Option<UserSlot> {
-        let mut counts = self.counts.lock().expect("user connections lock");
-        let count = counts.entry(user.clone()).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(UserSlot {
-            connections: self.clone(),
-            user: user.clone(),
-        })
-    }
-
-    /// Users holding at least one slot (entries are removed at zero).
-    #[cfg(test)]
-    fn n_users(&self) -> usize {
-        self.counts.lock().expect("user connections lock").len()
-    }
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .connections
-            .counts
-            .lock()
-            .expect("user connections lock");
-        if let Some(count) = counts.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.user);
-            }
-        }
-    }
-}
-
-// === impl OriginPattern ===
-
-impl std::str::FromStr for OriginPattern {
-    type Err = String;
-
-    /// `https://app.example.com`, `http://localhost:3000`, `https://*.example.com`.
-    fn from_str(pattern: &str) -> Result<Self, String> {
-        let pattern = pattern.trim().to_ascii_lowercase();
-        let Some((scheme, host)) = pattern.split_once("://") else {
-            return Err(format!("`{pattern}` is not `scheme://host[:port]`"));
-        };
-        let (wildcard, rest) = match host.strip_prefix('*') {
-            Some(rest) if rest.starts_with('.') && rest.len() > 1 => (true, rest),
-            Some(_) => return Err(format!("`{pattern}`: `*` only as `*.domain`")),
-            None => (false, host),
-        };
-        if scheme.is_empty()
-            || rest.is_empty()
-            || rest.contains(['/', '*', '?', '#', '@', ' '])
-            || rest.ends_with('/')
-        {
-            return Err(format!(
-                "`{pattern}` is not `scheme://host[:port]` (no path, `*` only as `*.domain`)"
-            ));
-        }
-        Ok(Self {
-            scheme: format!("{scheme}://"),
-            rest: rest.to_string(),
-            wildcard,
-        })
-    }
-}
-
-impl OriginPattern {
-    /// Whether an `Origin` header value is this origin (or, for a wildcard,
-    /// a subdomain of its domain, on the same scheme and port).
-    pub(crate) fn matches(&self, origin: &str) -> bool {
-        let origin = origin.to_ascii_lowercase();
-        let Some(host) = origin.strip_prefix(self.scheme.as_str()) else {
-            return false;
-        };
-        if self.wildcard {
-            // `rest` is `.example.com[:port]`: a non-empty label must come first.
-            host.strip_suffix(self.rest.as_str())
-                .is_some_and(|label| !label.is_empty() && !label.contains([':', '/']))
-        } else {
-            host == self.rest
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_match_exactly_or_as_subdomains_of_a_wildcard() {
-        let exact: OriginPattern = "https://App.example.com".parse().unwrap();
-        assert!(exact.matches("https://app.example.com"));
-        assert!(!exact.matches("http://app.example.com"));
-        assert!(!exact.matches("https://app.example.com:8443"));
-        assert!(!exact.matches("https://app.example.com.evil.net"));
-        assert!(!exact.matches("null"));
-
-        let wildcard: OriginPattern = "https://*.example.com".parse().unwrap();
-        assert!(wildcard.matches("https://a.example.com"));
-        assert!(wildcard.matches("https://a.b.example.com"));
-        assert!(!wildcard.matches("https://example.com"));
-        assert!(!wildcard.matches("https://.example.com"));
-        assert!(!wildcard.matches("https://evilexample.com"));
-        assert!(!wildcard.matches("https://a.example.com:444"));
-        assert!(!wildcard.matches("http://a.example.com"));
-
-        let port: OriginPattern = "http://localhost:3000".parse().unwrap();
-        assert!(port.matches("http://localhost:3000"));
-        assert!(!port.matches("http://localhost:3001"));
-
-        for bad in [
-            "example.com",
-            "https://",
-            "https://*",
-            "https://a*.x.com",
-            "https://x.com/path",
-        ] {
-            assert!(bad.parse::<OriginPattern>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn user_slots_are_capped_and_released_when_dropped() {
-        let connections = Arc::new(UserConnections::default());
-        let alice = UserId::parse("alice").unwrap();
-        let bob = UserId::parse("bob").unwrap();
-        let first = connections.acquire(&alice, 2).unwrap();
-        let second = connections.acquire(&alice, 2).unwrap();
-        assert!(connections.acquire(&alice, 2).is_none());
-        let other = connections.acquire(&bob, 2).unwrap();
-        drop(first);
-        let third = connections.acquire(&alice, 2).unwrap();
-        drop((second, third, other));
-        assert_eq!(connections.n_users(), 0, "no entry left behind");
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-pub use crate::admission::OriginPattern;
+pub use crate::origin::OriginPattern;
 use herald_shared::{
     config::{ConfigError, HttpArgs, HttpLimits, JwtArgs, LogArgs, NatsArgs},
     jwks::Keys,

@@ -18,6 +18,7 @@ mod handshake;
 mod hub;
 mod metrics;
 mod ops;
+mod origin;
 mod outbox;
 mod presence;
 mod rate_limit;
@@ -27,6 +28,7 @@ mod session;
 mod sse;
 mod state;
 mod stream_reader;
+mod user_slots;
 
 use std::{future::Future, sync::Arc, time::Duration};
 

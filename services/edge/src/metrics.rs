@@ -22,7 +22,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{frame::FrameKind, rpc::Outcome};
+use crate::frame::FrameKind;
 
 /// The `Content-Type` of `GET /metrics`.
 pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -373,6 +373,7 @@ impl JwksObserver for Metrics {
 
 mod rpc_labels;
 
+pub(crate) use rpc_labels::Outcome;
 use rpc_labels::{RpcCall, RpcMethodLabel, rpc_latency_histogram};
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::{outbox::Outbox, state::AppState};
+use crate::{metrics::Outcome, outbox::Outbox, state::AppState};
 
 /// A socket's calls in flight. Empty (and allocation-free) until the first
 /// call: most sockets never make one.
@@ -39,17 +39,6 @@ pub(crate) struct Caller<'a> {
     pub(crate) user: &'a UserId,
     pub(crate) claims: &'a UserClaims,
     pub(crate) session_id: Uuid,
-}
-
-/// How a call ended: the `outcome` label of `herald_edge_rpc_calls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Outcome {
-    /// The service answered `{"result": …}`.
-    Ok,
-    /// The service answered `{"error": …}` with a code of its own.
-    ServiceError,
-    /// Refused or failed at the edge with this code.
-    Edge(ErrorCode),
 }
 
 // === impl Calls ===
@@ -236,16 +225,6 @@ fn answer(body: &[u8]) -> (RpcReply, Outcome) {
 fn fits_a_header(user: &UserId) -> bool {
     let id = user.as_str();
     id.trim() == id
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::ServiceError => "service_error",
-            Self::Edge(code) => code.as_str(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    admission::UserConnections, config::Config, control::Registry, hub::Hub, metrics::Metrics,
-    presence::Presence, stream_reader::StreamReader,
+    config::Config, control::Registry, hub::Hub, metrics::Metrics, presence::Presence,
+    stream_reader::StreamReader, user_slots::UserConnections,
 };
 
 /// One pointer to what the node shares: every connection keeps a clone (its

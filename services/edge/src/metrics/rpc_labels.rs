@@ -1,7 +1,7 @@
 //! The labels of the `rpc` metrics: a method is labelled by its registered
 //! name, or `unknown` (a client's string never becomes a label).
 
-use herald_shared::rpc::RpcMethod;
+use herald_shared::{error_code::ErrorCode, rpc::RpcMethod};
 use prometheus_client::{
     encoding::{EncodeLabelSet, LabelSetEncoder},
     metrics::histogram::{Histogram, exponential_buckets},
@@ -31,5 +31,26 @@ impl EncodeLabelSet for RpcCall {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         let method = self.0.0.map_or("unknown", RpcMethod::as_str);
         [("method", method), ("outcome", self.1)].encode(encoder)
+    }
+}
+
+/// How a call ended: the `outcome` label of `herald_edge_rpc_calls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Outcome {
+    /// The service answered `{"result": …}`.
+    Ok,
+    /// The service answered `{"error": …}` with a code of its own.
+    ServiceError,
+    /// Refused or failed at the edge with this code.
+    Edge(ErrorCode),
+}
+
+impl Outcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::ServiceError => "service_error",
+            Self::Edge(code) => code.as_str(),
+        }
     }
 }
