@@ -505,7 +505,7 @@ async fn a_refreshed_token_without_the_claim_stops_the_diffs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn presence_works_across_the_nodes_of_a_cluster_with_three_replicas() {
-    use herald_shared::stream::PRESENCE_STREAM;
+    use herald_shared::stream::{NOTIFY_STREAM, PRESENCE_STREAM};
     use herald_tests::{
         apps::{TestPublisher, edge_config_on},
         cluster::{NatsCluster, replicated_publisher, wait_for_replicas},
@@ -517,6 +517,10 @@ async fn presence_works_across_the_nodes_of_a_cluster_with_three_replicas() {
             .await
             .unwrap(),
     );
+    // Both streams led and at three replicas before any edge joins a channel:
+    // on a cluster just formed, a stream without a leader yet answers no read,
+    // and an edge refuses a socket whose channels it cannot join (1013).
+    wait_for_replicas(&js, NOTIFY_STREAM, 3).await;
     wait_for_replicas(&js, PRESENCE_STREAM, 3).await;
     // Edges on the two other nodes; a short TTL so a write lost to interest
     // that has not crossed the routes yet comes again within a second.
