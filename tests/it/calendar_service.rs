@@ -596,6 +596,11 @@ async fn a_call_s_handling_and_its_deliveries_join_the_caller_s_trace() {
         }
     };
     let mut alice = caller(stack.edge(), "alice").await;
+    // Once more right before the call: tracing keeps one interest cache for
+    // every thread, and other tests installing and dropping their own
+    // subscribers meanwhile can leave a callsite of ours disabled (seen under
+    // load: the `call` span, which ends before the reply is sent, missing).
+    tracing::callsite::rebuild_interest_cache();
 
     let (reply, seen) = rpc(
         &mut alice,

@@ -43,6 +43,9 @@ async fn an_r3_stream_survives_a_killed_node() {
         .await
         .expect("created in time")
         .unwrap();
+    // Created is not yet led: a stream just created answers no publish until
+    // its group has elected a leader.
+    wait_for_replicas(&js, "SMOKE", 3).await;
     for i in 0..10 {
         js.publish("smoke.a", format!("{i}").into())
             .await
