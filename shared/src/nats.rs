@@ -39,7 +39,7 @@ impl NatsAuth {
 
 /// A user and password, or a token, taken from the URLs.
 #[derive(Clone, PartialEq, Eq)]
-enum UrlCredentials {
+pub enum UrlCredentials {
     UserPassword(String, String),
     Token(String),
 }
@@ -53,9 +53,9 @@ impl std::fmt::Debug for UrlCredentials {
 /// The servers of a `--nats-url` list, without credentials, and the
 /// credentials the URLs carried.
 #[derive(Debug)]
-struct Seeds {
-    servers: Vec<ServerAddr>,
-    credentials: Option<UrlCredentials>,
+pub struct Seeds {
+    pub servers: Vec<ServerAddr>,
+    pub credentials: Option<UrlCredentials>,
 }
 
 /// Parses a comma-separated list of NATS URLs (`nats://`, `tls://`, or a
@@ -63,7 +63,10 @@ struct Seeds {
 /// URL's password in its debug logs: the credentials are taken out here and
 /// given to it as options. Every URL that carries credentials must carry the
 /// same ones (a client has one identity).
-fn parse_seeds(urls: &str) -> anyhow::Result<Seeds> {
+///
+/// # Errors
+/// A malformed URL, URLs with different credentials, or none.
+pub fn parse_seeds(urls: &str) -> anyhow::Result<Seeds> {
     let mut servers = Vec::new();
     let mut credentials: Option<UrlCredentials> = None;
     for raw in urls.split(',').map(str::trim).filter(|s| !s.is_empty()) {

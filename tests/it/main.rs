@@ -18,6 +18,7 @@ mod faults;
 mod frames;
 mod ingest_nats;
 mod jwks;
+mod live;
 mod metrics;
 mod nats_auth;
 mod presence;

@@ -782,7 +782,8 @@ async fn a_seed_list_is_tried_in_its_order_past_a_dead_node() {
     let url = format!("{dead}, {},{}", first.url, second.url);
     let _running =
         publish_and_deliver(&first, &url, NatsAuth::default(), NatsAuth::default()).await;
-    // In the given order, not shuffled: every client is on the first live node.
+    // In the given order, not shuffled: every client is on the first live
+    // node (the edge's three: control and calls, live, history).
     let names = client_names(&first).await;
     assert!(
         names.iter().any(|n| n == "herald-publisher")
@@ -790,7 +791,7 @@ async fn a_seed_list_is_tried_in_its_order_past_a_dead_node() {
                 .iter()
                 .filter(|n| n.starts_with("herald-edge"))
                 .count()
-                == 2,
+                == 3,
         "{names:?}"
     );
     assert_eq!(client_names(&second).await, Vec::<String>::new());

@@ -36,6 +36,7 @@ use tokio::sync::{Notify, OnceCell};
 use self::{channel::Entry, forwarder::Forwarder, gap::Gap};
 pub(crate) use self::{channel::MemberId, forwarder::JoinError};
 use crate::{
+    live::LiveClient,
     metrics::Metrics,
     outbox::Outbox,
     stream_reader::{ReadError, StreamReader},
@@ -49,7 +50,7 @@ const RECONCILE_RETRY: Duration = Duration::from_millis(500);
 /// The node's channels and their member sockets.
 #[derive(Debug)]
 pub(crate) struct Hub {
-    nats: async_nats::Client,
+    live: LiveClient,
     reader: StreamReader,
     channels: Mutex<HashMap<Channel, Arc<Slot>>>,
     next_member: AtomicU64,
@@ -70,18 +71,18 @@ struct Slot {
 // === impl Hub ===
 
 impl Hub {
-    /// `nats` carries the live subscriptions; `reader` reads the stream,
+    /// `live` carries the live subscriptions; `reader` reads the stream,
     /// on a connection of its own so a burst of history cannot get the live
     /// one cut off as a slow consumer.
     pub(crate) fn new(
-        nats: async_nats::Client,
+        live: LiveClient,
         reader: StreamReader,
         reconcile: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             reader,
-            nats,
+            live,
             channels: Mutex::default(),
             next_member: AtomicU64::new(1),
             reconcile,
@@ -121,7 +122,7 @@ impl Hub {
             slot.entry.add(member, outbox, replaying);
             slot.clone()
         };
-        let starting = Forwarder::start(&self.nats, &self.reader, &self.metrics, &slot.entry);
+        let starting = Forwarder::start(&self.live, &self.reader, &self.metrics, &slot.entry);
         if let Err(err) = slot.forwarder.get_or_try_init(|| starting).await {
             self.leave(channel, member);
             return Err(err);

@@ -16,6 +16,7 @@ mod disconnect;
 mod frame;
 mod handshake;
 mod hub;
+pub mod live;
 mod metrics;
 mod ops;
 mod origin;
@@ -50,14 +51,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Every NATS (re)connect asks the hub for a reconcile pass: what was
-    // republished while the connection was down is lost to core NATS.
-    let reconcile = Arc::new(tokio::sync::Notify::new());
     let client_name = format!("herald-edge {}", config.node_id);
-    let nats = herald_shared::nats::connect(
+    let nats =
+        herald_shared::nats::connect(&config.nats_url, &config.nats_auth, &client_name, None)
+            .await?;
+    // Every (re)connect of the live path asks the hub for a reconcile pass:
+    // what was republished while it was down is lost to core NATS.
+    let reconcile = Arc::new(tokio::sync::Notify::new());
+    let live = live::LiveClient::connect(
         &config.nats_url,
         &config.nats_auth,
-        &client_name,
+        &format!("{client_name} live"),
         Some(reconcile.clone()),
     )
     .await?;
@@ -84,7 +88,14 @@ pub async fn run(
 
     let drain_timeout = config.drain_timeout;
     let reconcile_interval = config.reconcile_interval;
-    let state = AppState::new(config, nats.clone(), history.clone(), epoch, reconcile);
+    let state = AppState::new(
+        config,
+        nats.clone(),
+        live,
+        history.clone(),
+        epoch,
+        reconcile,
+    );
     let reconciling = tokio::spawn(state.hub.clone().reconcile_forever(reconcile_interval));
     let presence = tokio::spawn(state.presence.clone().run());
     // Before serving: an edge started after a revocation refuses its tokens too.

@@ -18,7 +18,8 @@ pub(crate) async fn healthz() -> StatusCode {
 /// identity provider's keys (before that every token is refused): a load
 /// balancer may send sockets here.
 pub(crate) async fn readyz(State(state): State<AppState>) -> StatusCode {
-    let connected = state.nats.connection_state() == NatsState::Connected;
+    let connected =
+        state.nats.connection_state() == NatsState::Connected && state.live.is_connected();
     if connected && !state.draining.is_cancelled() && state.config.keys.ready() {
         StatusCode::OK
     } else {
@@ -28,7 +29,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> StatusCode {
 
 /// `GET /metrics`: this node's metrics in the Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let connected = state.nats.connection_state() == NatsState::Connected;
+    let connected =
+        state.nats.connection_state() == NatsState::Connected && state.live.is_connected();
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         state.metrics.render(connected),

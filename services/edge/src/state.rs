@@ -7,8 +7,8 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Config, control::Registry, hub::Hub, metrics::Metrics, presence::Presence,
-    stream_reader::StreamReader, user_slots::UserConnections,
+    config::Config, control::Registry, hub::Hub, live::LiveClient, metrics::Metrics,
+    presence::Presence, stream_reader::StreamReader, user_slots::UserConnections,
 };
 
 /// One pointer to what the node shares: every connection keeps a clone (its
@@ -22,6 +22,8 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) nats: async_nats::Client,
+    /// The live path's own connection (the hub's subscriptions).
+    pub(crate) live: LiveClient,
     /// The notification stream's epoch, sent in `welcome`.
     pub(crate) epoch: String,
     pub(crate) hub: Arc<Hub>,
@@ -48,10 +50,12 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// `nats` holds the live subscriptions, `history` reads the stream.
+    /// `live` holds the hub's subscriptions, `history` reads the stream,
+    /// `nats` carries the rest (session control, calls, presence).
     pub(crate) fn new(
         config: Config,
         nats: async_nats::Client,
+        live: LiveClient,
         history: async_nats::Client,
         epoch: String,
         reconcile: Arc<Notify>,
@@ -70,7 +74,8 @@ impl AppState {
         Self(Arc::new(Shared {
             presence,
             config,
-            hub: Arc::new(Hub::new(nats.clone(), reader, reconcile, metrics.clone())),
+            hub: Arc::new(Hub::new(live.clone(), reader, reconcile, metrics.clone())),
+            live,
             metrics,
             nats,
             epoch,

@@ -18,11 +18,8 @@ use std::{
     time::Duration,
 };
 
-use async_nats::{
-    Message, Subscriber,
-    header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_TIME_STAMP},
-};
-use futures_util::{StreamExt, future::BoxFuture, task::AtomicWaker};
+use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_TIME_STAMP};
+use futures_util::{future::BoxFuture, task::AtomicWaker};
 use herald_shared::{channel::Channel, subject::live_subject, trace_context};
 use tokio::task::AbortHandle;
 
@@ -32,6 +29,7 @@ use super::{
 };
 use crate::{
     frame::parse_time_stamp,
+    live::{LiveClient, Message, Received, SubscribeError, Subscription},
     metrics::Metrics,
     stream_reader::{Range, ReadError, StreamReader},
 };
@@ -52,13 +50,7 @@ pub(crate) enum JoinError {
     Subscribe {
         channel: Channel,
         #[source]
-        source: async_nats::SubscribeError,
-    },
-    #[error("joining {channel} failed: flushing the subscription: {source}")]
-    Flush {
-        channel: Channel,
-        #[source]
-        source: async_nats::client::FlushError,
+        source: SubscribeError,
     },
     #[error("joining {channel} failed: no subscription within {SUBSCRIBE_TIMEOUT:?}")]
     TimedOut { channel: Channel },
@@ -102,27 +94,21 @@ impl Forwarder {
     /// channel's last stored seq, and spawns the task. Returns once the
     /// server has the subscription, so nothing stored later can be missed.
     pub(super) async fn start(
-        nats: &async_nats::Client,
+        live: &LiveClient,
         reader: &StreamReader,
         metrics: &Arc<Metrics>,
         entry: &Arc<Entry>,
     ) -> Result<Self, JoinError> {
         let channel = || entry.channel.clone();
         // Bounded: a join either starts live delivery or fails (and the client hears so).
+        // Returns once the server has the SUB, before the last seq is read.
         let subscribing = async {
-            let subscriber = nats
-                .subscribe(String::from(live_subject(&entry.channel)))
+            live.subscribe(live_subject(&entry.channel).as_str())
                 .await
                 .map_err(|source| JoinError::Subscribe {
                     channel: channel(),
                     source,
-                })?;
-            // The SUB is written to the server before the last seq is read.
-            nats.flush().await.map_err(|source| JoinError::Flush {
-                channel: channel(),
-                source,
-            })?;
-            Ok(subscriber)
+                })
         };
         let subscriber = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing)
             .await
@@ -192,7 +178,7 @@ struct Forwarding {
 // === impl Forwarding ===
 
 impl Forwarding {
-    async fn run(self, mut subscriber: Subscriber, catch_up: Arc<CatchUp>) {
+    async fn run(self, mut subscription: Subscription, catch_up: Arc<CatchUp>) {
         let this = &self;
         loop {
             // The branches only decide; the rare repair is awaited after the
@@ -204,10 +190,16 @@ impl Forwarding {
                 // otherwise be read again from the stream (and counted as a
                 // repaired gap) under load.
                 biased;
-                message = subscriber.next() => {
-                    let Some(message) = message else { return };
+                received = subscription.next() => {
+                    let Some(received) = received else { return };
                     let Some(entry) = self.entry.upgrade() else { return };
-                    self.live(entry, message)
+                    match received {
+                        Received::Message(message) => self.live(entry, message),
+                        // Its queue overflowed: what it dropped is in the stream.
+                        Received::Dropped { upto } => Gap::upto_last(entry.hw(), upto).map(|gap| -> BoxFuture<'_, ()> {
+                            Box::pin(async move { this.repair(&entry, gap, "overflow").await })
+                        }),
+                    }
                 }
                 upto = catch_up.next() => {
                     let Some(entry) = self.entry.upgrade() else { return };
