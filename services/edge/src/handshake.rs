@@ -23,9 +23,11 @@ use crate::{
 
 /// tungstenite reads into a buffer of this size, which an idle socket keeps; its
 /// default (128 KiB, zero-filled on first read) would cost more than everything
-/// else a socket holds. Client frames are small (`ping`, `subscribe`, `auth`);
-/// a larger one (up to the 16 KiB limit) just takes a few reads.
-const READ_BUFFER_BYTES: usize = 1024;
+/// else a socket holds. Client frames are small (`ping`, `subscribe`, `rpc`
+/// are a few hundred bytes): once a frame's header is read, tungstenite
+/// reserves the whole frame, so a larger one (an `auth` with a 1 KB token, up
+/// to the 16 KiB limit) costs only a few more reads of this size.
+const READ_BUFFER_BYTES: usize = 256;
 /// Frames are coalesced up to this many bytes before a write.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
