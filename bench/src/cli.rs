@@ -35,6 +35,8 @@ pub enum Scenario {
     Idle,
     /// 10,000 idle sockets in 1,000 team namespaces: presence writes per second.
     IdlePresence,
+    /// Idle sockets on ONE edge in steps up to 19,000: memory and CPU per socket at each.
+    IdleScaling,
     /// 1,000 sockets, 2,000 events/s, each to one user.
     Unicast,
     /// 1,000 sockets in one namespace, 20 broadcasts/s.
@@ -62,9 +64,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Idle,
         Scenario::IdlePresence,
+        Scenario::IdleScaling,
         Scenario::Unicast,
         Scenario::Broadcast1k,
         Scenario::Broadcast5k,
@@ -82,6 +85,7 @@ impl Scenario {
         match self {
             Scenario::Idle => "idle",
             Scenario::IdlePresence => "idle-presence",
+            Scenario::IdleScaling => "idle-scaling",
             Scenario::Unicast => "unicast",
             Scenario::Broadcast1k => "broadcast-1k",
             Scenario::Broadcast5k => "broadcast-5k",

@@ -9,6 +9,7 @@ mod delivery;
 mod diagnostics;
 mod idle;
 mod idle_presence;
+mod idle_scaling;
 mod nats_ingest;
 mod publisher;
 mod publisher_batch;
@@ -104,6 +105,7 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> Report {
     let result = match scenario {
         Scenario::Idle => idle::run(ctx, &mut report).await,
         Scenario::IdlePresence => idle_presence::run(ctx, &mut report).await,
+        Scenario::IdleScaling => idle_scaling::run(ctx, &mut report).await,
         Scenario::Unicast => unicast::run(ctx, &mut report).await,
         Scenario::Broadcast1k => broadcast::run(ctx, scenario, 1_000, &mut report).await,
         Scenario::Broadcast5k => broadcast::run(ctx, scenario, 5_000, &mut report).await,
