@@ -41,7 +41,7 @@ use herald_shared::{
     subject::{NOTIFY_SUBJECTS, direct_get_subject},
 };
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 mod batch;
 mod range;
@@ -82,6 +82,9 @@ pub(crate) struct StoredMessage {
 pub(crate) enum ReadError {
     #[error("request failed: {0}")]
     Nats(#[from] async_nats::Error),
+    /// A read that several callers shared failed.
+    #[error("{0}")]
+    Shared(Arc<ReadError>),
     #[error("no reply within {REPLY_TIMEOUT:?}")]
     TimedOut,
     #[error("direct get answered {status}: {description}")]
@@ -132,7 +135,14 @@ pub(crate) struct Reader {
     /// end-of-batch with the responder's last seq, even when none of the
     /// channels asked about has anything stored.
     anchor: Arc<Mutex<Option<String>>>,
+    /// `first_seq_from` reads in flight, by seq: callers asking the same
+    /// share one read (a reconnect storm asks from 0 for every socket whose
+    /// channel has nothing stored).
+    first_seq_reads: Mutex<HashMap<u64, Arc<FirstSeqRead>>>,
 }
+
+/// One `first_seq_from` read that every caller asking meanwhile awaits.
+type FirstSeqRead = OnceCell<Result<Option<u64>, Arc<ReadError>>>;
 
 impl std::ops::Deref for StreamReader {
     type Target = Reader;
@@ -155,6 +165,7 @@ impl StreamReader {
             turns: Arc::new(Semaphore::new(concurrency.max(1))),
             seen: Arc::new(AtomicU64::new(0)),
             anchor: Arc::default(),
+            first_seq_reads: Mutex::default(),
         }))
     }
 
@@ -247,7 +258,30 @@ impl StreamReader {
     /// stream holds nothing from there on. A replica behind holds a prefix
     /// of the stream, so only its "nothing" can be wrong: that one is asked
     /// of the stream leader.
+    ///
+    /// Callers asking from the same seq while a read is in flight share it.
+    /// An answer read a moment before a caller asked is as good as its own:
+    /// retention may remove messages between any check and the reads after
+    /// it, whenever the check was made.
     pub(crate) async fn first_seq_from(&self, seq: u64) -> Result<Option<u64>, ReadError> {
+        let read = {
+            let mut reads = self.first_seq_reads.lock().expect("first seq lock");
+            reads.entry(seq).or_default().clone()
+        };
+        let answer = read
+            .get_or_init(|| async { self.read_first_seq_from(seq).await.map_err(Arc::new) })
+            .await
+            .clone();
+        {
+            let mut reads = self.first_seq_reads.lock().expect("first seq lock");
+            if reads.get(&seq).is_some_and(|current| Arc::ptr_eq(current, &read)) {
+                reads.remove(&seq);
+            }
+        }
+        answer.map_err(ReadError::Shared)
+    }
+
+    async fn read_first_seq_from(&self, seq: u64) -> Result<Option<u64>, ReadError> {
         let request = json!({ "seq": seq.max(1), "batch": 1, "next_by_subj": NOTIFY_SUBJECTS });
         let batch = self.batch(&request).await?;
         if let Some(first) = batch.messages.first() {
