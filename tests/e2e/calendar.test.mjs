@@ -77,13 +77,18 @@ test("screenshot of the demo for the README (docs/demo.png)", {
   timeout: TEST_TIMEOUT_MS,
   skip: process.env.HERALD_E2E_SCREENSHOT === "1" ? false : "set HERALD_E2E_SCREENSHOT=1 to take it",
 }, async () => {
-  // The README's picture: alice on team-42, as after `cargo xtask up`. This
-  // run's JetStream store is its own, so the calendar starts empty.
+  // The README's picture: alice on team-42, as after `cargo xtask up`, with
+  // bob on the other edge in "Here now". This run's JetStream store is its
+  // own, so the calendar starts empty.
   const user = "alice";
   const ns = "team-42";
   const page = await newPage(browser);
   await page.goto(`${stack.edgeB}/demo?${new URLSearchParams({ user, ns })}`);
   await waitDemoLive(page, ns);
+  const bobsPage = await newPage(browser);
+  await bobsPage.goto(`${stack.edgeA}/demo?${new URLSearchParams({ user: "bob", ns })}`);
+  await waitDemoLive(bobsPage, ns);
+  await page.locator(`#presence li[data-user="bob"]`).waitFor({ timeout: WAIT_MS });
   await recordDeliveries(page);
   const { service_token: serviceToken } = await devTokens(stack.edgeB, { user, ns });
   const audience = { namespaces: [ns] };
@@ -107,6 +112,7 @@ test("screenshot of the demo for the README (docs/demo.png)", {
   const path = fileURLToPath(new URL("../../docs/demo.png", import.meta.url));
   await page.screenshot({ path, animations: "disabled", timeout: WAIT_MS });
   console.log(`wrote ${path}`);
+  await closePage(bobsPage);
   await closePage(page);
 });
 
