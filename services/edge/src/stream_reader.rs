@@ -44,6 +44,7 @@ use serde_json::json;
 use tokio::sync::{OnceCell, Semaphore};
 
 mod batch;
+mod joins;
 mod range;
 
 pub(crate) use range::Range;
@@ -139,6 +140,8 @@ pub(crate) struct Reader {
     /// share one read (a reconnect storm asks from 0 for every socket whose
     /// channel has nothing stored).
     first_seq_reads: Mutex<HashMap<u64, Arc<FirstSeqRead>>>,
+    /// Joins waiting for their channel's last seq, read together.
+    joins: joins::JoinReads,
 }
 
 /// One `first_seq_from` read that every caller asking meanwhile awaits.
@@ -166,6 +169,7 @@ impl StreamReader {
             seen: Arc::new(AtomicU64::new(0)),
             anchor: Arc::default(),
             first_seq_reads: Mutex::default(),
+            joins: joins::JoinReads::default(),
         }))
     }
 
@@ -274,7 +278,10 @@ impl StreamReader {
             .clone();
         {
             let mut reads = self.first_seq_reads.lock().expect("first seq lock");
-            if reads.get(&seq).is_some_and(|current| Arc::ptr_eq(current, &read)) {
+            if reads
+                .get(&seq)
+                .is_some_and(|current| Arc::ptr_eq(current, &read))
+            {
                 reads.remove(&seq);
             }
         }

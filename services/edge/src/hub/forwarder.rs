@@ -114,14 +114,15 @@ impl Forwarder {
             .await
             .map_err(|_| JoinError::TimedOut { channel: channel() })??;
         // Anything stored from now on reaches us live; start above what is stored already.
-        let lasts = reader
-            .last_seqs(std::slice::from_ref(&entry.stored_subject))
+        // Read with the other channels joining meanwhile (a reconnect storm).
+        let last = reader
+            .last_seq_of(&entry.stored_subject)
             .await
             .map_err(|source| JoinError::LastSeq {
                 channel: channel(),
                 source,
             })?;
-        entry.start_at(lasts.get(&entry.stored_subject).copied().unwrap_or(0));
+        entry.start_at(last.unwrap_or(0));
 
         let catch_up = Arc::new(CatchUp::default());
         let forwarding = Forwarding {
