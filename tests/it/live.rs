@@ -60,13 +60,7 @@ fn seq_of(message: &herald_edge::live::Message) -> u64 {
 
 /// The subjects the server holds for the client named [`NAME`].
 async fn server_subscriptions(nats: &NatsServer) -> Vec<String> {
-    let connz: serde_json::Value = reqwest::get(format!("{}/connz?subs=1", nats.monitoring))
-        .await
-        .expect("connz")
-        .json()
-        .await
-        .expect("connz json");
-    connz["connections"]
+    nats.connz(true).await["connections"]
         .as_array()
         .into_iter()
         .flatten()

@@ -757,13 +757,7 @@ async fn plain_text_exchange(url: &str) -> String {
 
 /// Names of the clients connected to `nats`.
 async fn client_names(nats: &NatsServer) -> Vec<String> {
-    let connz: serde_json::Value = reqwest::get(format!("{}/connz", nats.monitoring))
-        .await
-        .expect("connz")
-        .json()
-        .await
-        .expect("connz json");
-    connz["connections"]
+    nats.connz(false).await["connections"]
         .as_array()
         .into_iter()
         .flatten()

@@ -128,6 +128,19 @@ impl NatsServer {
             .collect()
     }
 
+    /// The server's `/connz` (with each connection's subscriptions when `subs`).
+    ///
+    /// # Panics
+    /// The monitoring endpoint does not answer with JSON.
+    pub async fn connz(&self, subs: bool) -> serde_json::Value {
+        reqwest::get(format!("{}/connz?subs={}", self.monitoring, u8::from(subs)))
+            .await
+            .expect("connz")
+            .json()
+            .await
+            .expect("connz json")
+    }
+
     /// Every subscription subject but inboxes of every client named `herald-edge …`.
     pub async fn all_edge_subscriptions(&self) -> Vec<String> {
         #[derive(Deserialize)]
