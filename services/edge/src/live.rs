@@ -40,6 +40,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Messages a subscription's queue holds before it drops new ones.
 pub const QUEUE_BOUND: usize = 8192;
+/// A drained queue keeps an allocation up to this many messages (a trickle
+/// reuses it); a larger one, left by a burst, is given back.
+const KEPT_CAPACITY: usize = 8;
 
 /// A message on a live subscription.
 #[derive(Debug)]
@@ -117,7 +120,8 @@ struct Queue {
 #[derive(Debug, Default)]
 struct QueueState {
     messages: VecDeque<Message>,
-    /// Messages were dropped: the highest seq among them, plus one (0: none).
+    /// Messages were dropped: the highest `Nats-Sequence` among them (0 if
+    /// none carried one).
     dropped: Option<u64>,
     closed: bool,
 }
@@ -258,8 +262,8 @@ impl Queue {
     fn take(&self) -> Option<Option<Received>> {
         let mut state = self.state.lock().expect("live queue lock");
         if let Some(message) = state.messages.pop_front() {
-            if state.messages.is_empty() {
-                // Give a burst's allocation back: idle subscriptions hold none.
+            if state.messages.is_empty() && state.messages.capacity() > KEPT_CAPACITY {
+                // Give a burst's allocation back; a small one is reused.
                 state.messages = VecDeque::new();
             }
             return Some(Some(Received::Message(message)));

@@ -54,6 +54,10 @@ pub(super) enum DialError {
     Tls(String),
     #[error("no answer within {DIAL_TIMEOUT:?}")]
     TimedOut,
+    #[error("{MAX_PINGS_OUT} pings unanswered")]
+    Stale,
+    #[error("a write took over {WRITE_TIMEOUT:?}")]
+    WriteTimedOut,
 }
 
 /// How to dial: fixed at start.
@@ -292,7 +296,7 @@ async fn serve(
             }
             _ = keepalive.tick() => {
                 if pings_out >= MAX_PINGS_OUT {
-                    return Ended::Lost(DialError::TimedOut);
+                    return Ended::Lost(DialError::Stale);
                 }
                 pings_out += 1;
                 out.extend_from_slice(proto::PING);
@@ -340,7 +344,7 @@ async fn write(conn: &mut Conn, out: &mut BytesMut) -> Result<(), DialError> {
     };
     tokio::time::timeout(WRITE_TIMEOUT, writing)
         .await
-        .map_err(|_| DialError::TimedOut)??;
+        .map_err(|_| DialError::WriteTimedOut)??;
     out.clear();
     Ok(())
 }
