@@ -397,6 +397,26 @@ async fn least_privilege_users_suffice_and_the_edge_user_cannot_write_or_change_
     eprintln!("least privilege resume: {tally:?}");
     tally.assert_exact("resumed with the least-privilege users");
 
+    // A cursor past everything a replica holds (as one behind the leader
+    // sees a client's cursor): the edge asks the stream leader, then goes
+    // live. Without the leader read in its permissions the read is refused,
+    // the replay times out and the socket is closed.
+    let stream_last = last_seqs(&stack.nats).await[0].1;
+    let ahead = stack.edges[0].ws_url(&format!(
+        "token={}&since={}",
+        user_token("u3", &[]),
+        stream_last + 1
+    ));
+    let (mut ahead, _) = WsClient::connect_welcomed(&ahead).await;
+    // The first takes the cursor's seq: the client has it, by its cursor.
+    for id in ["at-cursor", "after-cursor"] {
+        stack.publish(&calendar_event(id, &["u3"], &[])).await;
+    }
+    assert!(
+        matches!(ahead.next_event().await, ServerFrame::Event { seq, .. } if seq == stream_last + 2),
+        "the event after the cursor, live"
+    );
+
     // The session API with these users: the publisher writes the revocation
     // to its key-value bucket and sends the control message; the edge takes
     // it and ends the user's socket with REVOKED.

@@ -45,7 +45,8 @@ pub struct Permissions {
 }
 
 /// The edge: reads the notification stream's info (its epoch, its last seq),
-/// reads history by direct get, and takes the republished live copies; takes
+/// reads history by direct get (and from the stream leader, through the
+/// JetStream API, when a replica that may be behind found nothing), and takes the republished live copies; takes
 /// the session-control messages and watches the revocations bucket (an
 /// ordered consumer: created, recreated after a gap, flow-controlled);
 /// sends clients' calls to `rpc.>` (answers come back to its inbox).
@@ -59,6 +60,7 @@ pub fn edge() -> Permissions {
         publish: vec![
             format!("$JS.API.STREAM.INFO.{NOTIFY_STREAM}"),
             direct_get_subject(NOTIFY_STREAM).into(),
+            format!("$JS.API.STREAM.MSG.GET.{NOTIFY_STREAM}"),
             format!("$JS.API.STREAM.INFO.{revocations}"),
             // An ordered consumer has no name: the bare subject; named, `.>`.
             format!("$JS.API.CONSUMER.CREATE.{revocations}"),
