@@ -7,6 +7,7 @@
 pub mod api;
 pub mod channel;
 pub mod config;
+pub mod direct_get;
 pub mod envelope;
 pub mod error_code;
 pub mod events;

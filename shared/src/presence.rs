@@ -25,6 +25,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    direct_get,
     ids::{Namespace, UserId},
     subject::{direct_get_subject, presence_filter, presence_from_subject},
 };
@@ -135,12 +136,26 @@ pub async fn read(
 }
 
 /// The live set of every edge for `namespace`, one batch direct get with
-/// `multi_last`. Delete markers, empty sets and sets past their TTL that the
-/// server has not removed yet are left out.
+/// `multi_last` (asked again if no replica was there to answer). Delete
+/// markers, empty sets and sets past their TTL that the server has not
+/// removed yet are left out.
 ///
 /// # Errors
 /// As [`read`].
 pub async fn read_nodes(
+    nats: &async_nats::Client,
+    stream: &str,
+    namespace: &Namespace,
+) -> Result<Vec<NodeRecord>, ReadError> {
+    direct_get::until_answered(
+        || read_nodes_once(nats, stream, namespace),
+        |err| matches!(err, ReadError::Status { status, .. } if *status == direct_get::NO_RESPONDERS),
+    )
+    .await
+}
+
+/// One attempt at [`read_nodes`].
+async fn read_nodes_once(
     nats: &async_nats::Client,
     stream: &str,
     namespace: &Namespace,

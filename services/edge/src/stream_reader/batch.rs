@@ -5,6 +5,7 @@
 
 use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_SUBJECT, NATS_TIME_STAMP};
 use futures_util::StreamExt;
+use herald_shared::direct_get;
 
 use super::{NUM_PENDING, REPLY_TIMEOUT, ReadError, StoredMessage, StreamReader, UP_TO_SEQUENCE};
 use crate::frame::parse_time_stamp;
@@ -21,8 +22,19 @@ pub(super) struct Batch {
 
 impl StreamReader {
     /// One batch request: the messages, and whether more match after them.
-    /// Every await is bounded: a read either answers or fails.
+    /// Every await is bounded: a read either answers or fails. A request no
+    /// replica was there to answer (an election, a restart, a catch-up) is
+    /// made again a few times first.
     pub(super) async fn batch(&self, request: &serde_json::Value) -> Result<Batch, ReadError> {
+        direct_get::until_answered(
+            || self.batch_once(request),
+            |err| matches!(err, ReadError::Status { status, .. } if *status == direct_get::NO_RESPONDERS),
+        )
+        .await
+    }
+
+    /// One attempt at [`Self::batch`], holding a turn at reading throughout.
+    async fn batch_once(&self, request: &serde_json::Value) -> Result<Batch, ReadError> {
         let _turn = self
             .turns
             .acquire()
