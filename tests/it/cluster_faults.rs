@@ -285,6 +285,12 @@ async fn nats_ingest_survives_the_domain_stream_leader_killed() {
         .count();
     let duplicated = delivered.len() - unique.len();
     let in_order = delivered == published;
+    // Where the order first differs, for the message.
+    let first_out_of_order = delivered
+        .iter()
+        .zip(&published)
+        .position(|(d, p)| d != p)
+        .map(|at| (at, &delivered[at..(at + 8).min(delivered.len())]));
     // Stored once: the notification stream holds exactly one message per
     // event (read as the admin: the domain service may not).
     let mut notify = cluster
@@ -296,7 +302,8 @@ async fn nats_ingest_survives_the_domain_stream_leader_killed() {
     let stored = notify.info().await.unwrap().state.messages;
     let counts = format!(
         "domain leader {leader} killed: published {N} (publishes retried {retried}), \
-         stored {stored}, delivered {}, lost {lost}, duplicated {duplicated}, in order {in_order}",
+         stored {stored}, delivered {}, lost {lost}, duplicated {duplicated}, in order {in_order} \
+         (first out of order at, and from there: {first_out_of_order:?})",
         delivered.len()
     );
     eprintln!("{counts}");

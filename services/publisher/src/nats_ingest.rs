@@ -13,17 +13,22 @@
 //!
 //! One that cannot be stored (NATS or JetStream trouble) is retried in place,
 //! with a delay that doubles per attempt, before anything more is taken; after
-//! `max_attempts` (deliveries by JetStream included) it is dead-lettered. The
-//! one exception to stream order: when a store fails but one sent after it in
-//! the same window succeeds (a NATS reconnect between the two), the later one
-//! is stored first. An invalid message is written to the dead-letter stream
-//! with the error and the payload, then terminated.
+//! `max_attempts` (deliveries by JetStream included) it is dead-lettered.
+//! A store lost with a stream leader that died fails only at its timeout, and
+//! one sent after a new leader is elected would be stored before it: so while
+//! the oldest store in hand has waited a second for its ack (`STALLED`; an
+//! election takes 4-9 s), nothing more is sent. What remains is the exception
+//! to stream order: a store lost in a NATS reconnect or a leadership handover
+//! (lame duck, stepdown) and one sent right after it that succeeds; the later
+//! one is stored first. An invalid message is written to the dead-letter
+//! stream with the error and the payload, then terminated.
 //!
 //! Redeliveries are harmless: an envelope without `id` gets one derived from
 //! the message's place in the domain stream, and a dead letter's `Nats-Msg-Id`
 //! is derived the same way, so JetStream's dedup windows store each once.
 
 use std::{
+    collections::VecDeque,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -68,6 +73,12 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// The longest retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// A store in hand this long without its ack may have gone to a stream
+/// leader that is gone: nothing more is sent until it is settled. Far above
+/// a healthy ack (milliseconds, tens under load), far below an election
+/// (nats-server's Raft waits 4-9 s before electing a new leader), so nothing
+/// sent to the next leader can overtake a store lost with the last one.
+const STALLED: Duration = Duration::from_secs(1);
 
 /// The consumer loop stopped for a reason other than shutdown; it is set up again.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +119,42 @@ struct Delivery {
 
 /// A message taken up, finishing its work: the message and what became of it.
 type InHand<'a> = Pin<Box<dyn Future<Output = (Message, Handled)> + Send + 'a>>;
+
+/// The messages in hand, in stream order, with when each was sent.
+struct InFlight<'a> {
+    work: FuturesOrdered<InHand<'a>>,
+    sent_at: VecDeque<Instant>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new() -> Self {
+        Self {
+            work: FuturesOrdered::new(),
+            sent_at: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, work: InHand<'a>) {
+        self.sent_at.push_back(Instant::now());
+        self.work.push_back(work);
+    }
+
+    /// The oldest message's outcome, once its work is done (cancel safe).
+    async fn next(&mut self) -> Option<(Message, Handled)> {
+        let done = self.work.next().await;
+        if done.is_some() {
+            self.sent_at.pop_front();
+        }
+        done
+    }
+
+    /// The oldest store has waited [`STALLED`] or longer for its ack.
+    fn stalled(&self) -> bool {
+        self.sent_at
+            .front()
+            .is_some_and(|sent| sent.elapsed() >= STALLED)
+    }
+}
 
 /// What became of a message whose work is done: either how to answer
 /// JetStream, or a store that failed and is to be tried again. One or the
@@ -206,7 +253,7 @@ impl Ingest {
         let gap_bound = self.limits.ack_wait * 2 + Duration::from_secs(1);
         let mut sequencer = Sequencer::new();
         let mut gap_deadline: Option<tokio::time::Instant> = None;
-        let mut in_hand = FuturesOrdered::new();
+        let mut in_hand = InFlight::new();
         let result = loop {
             let mut ready = Vec::new();
             tokio::select! {
@@ -258,7 +305,16 @@ impl Ingest {
                 }
             }
             for message in ready {
-                in_hand.push_back(self.take(message).await);
+                if in_hand.stalled() {
+                    // Settled first (a failure retried in place), so that
+                    // this one cannot be stored before a store that was lost.
+                    tracing::debug!(
+                        "A store waits long for its ack; taking nothing more until it is settled."
+                    );
+                    self.settle_all(&mut in_hand, cancel, OnFailure::RetryInPlace)
+                        .await;
+                }
+                in_hand.push(self.take(message).await);
             }
             gap_deadline = match (sequencer.waiting_since(), gap_deadline) {
                 (None, _) => None,
@@ -278,7 +334,7 @@ impl Ingest {
     /// Settles every message in hand, in order.
     async fn settle_all(
         &self,
-        in_hand: &mut FuturesOrdered<InHand<'_>>,
+        in_hand: &mut InFlight<'_>,
         cancel: &CancellationToken,
         on_failure: OnFailure,
     ) {
