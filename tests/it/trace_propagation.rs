@@ -35,7 +35,20 @@ fn caller_traceparent() -> String {
 }
 
 /// Collects the services' spans on this thread until the guard drops.
+///
+/// A global subscriber that takes nothing is set first. Without one, while
+/// this thread's subscriber is the only one registered, tracing-core decides
+/// whether a call site is wanted by asking only the default subscriber of the
+/// thread that reaches it first (its "just one" shortcut): when another test's
+/// publisher, on another thread, reached `ingest_event` first, the answer was
+/// "never" for every thread and this test saw no span (about one run in
+/// three of `-- ingest`). With two registered, every subscriber is asked.
 fn collect_spans() -> (InMemorySpanExporter, DefaultGuard) {
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        // Fails only if a global subscriber is set already: then there are two.
+        let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
+    });
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
