@@ -79,6 +79,11 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// (nats-server's Raft waits 4-9 s before electing a new leader), so nothing
 /// sent to the next leader can overtake a store lost with the last one.
 const STALLED: Duration = Duration::from_secs(1);
+/// While newer messages wait for older ones, the consumer's ack floor is read
+/// again this often: a read that failed (the consumer's leader was being
+/// elected) or a floor that moved since would otherwise wait the whole gap
+/// bound (twice the ack wait, 61 s by default).
+const FLOOR_RECHECK: Duration = Duration::from_secs(1);
 
 /// The consumer loop stopped for a reason other than shutdown; it is set up again.
 #[derive(Debug, thiserror::Error)]
@@ -249,10 +254,12 @@ impl Ingest {
         tracing::debug!("Consuming domain events.");
         // A gap left by a replica that died with messages in hand fills when
         // JetStream hands them out again, an ack wait after it did; past
-        // twice that, they are taken to be gone.
+        // twice that, they are taken to be gone. Meanwhile the ack floor is
+        // read every `FLOOR_RECHECK`: the gap may be acked elsewhere already.
         let gap_bound = self.limits.ack_wait * 2 + Duration::from_secs(1);
         let mut sequencer = Sequencer::new();
         let mut gap_deadline: Option<tokio::time::Instant> = None;
+        let mut recheck_at: Option<tokio::time::Instant> = None;
         let mut in_hand = InFlight::new();
         let result = loop {
             let mut ready = Vec::new();
@@ -269,11 +276,14 @@ impl Ingest {
                     }
                     continue;
                 }
-                () = sleep_until_deadline(gap_deadline) => {
+                () = sleep_until_deadline(recheck_at) => {
+                    recheck_at = None;
                     if let Some(floor) = ack_floor(&consumer).await {
                         ready = sequencer.floor(floor);
                     }
-                    if ready.is_empty() {
+                    let gap_bound_passed =
+                        gap_deadline.is_some_and(|deadline| deadline <= tokio::time::Instant::now());
+                    if ready.is_empty() && gap_bound_passed {
                         tracing::warn!(
                             next_stream_seq = sequencer.waiting_since(),
                             "Older domain messages never came back; taking the newer ones."
@@ -321,6 +331,10 @@ impl Ingest {
                 (Some(_), None) => Some(tokio::time::Instant::now() + gap_bound),
                 (Some(_), Some(deadline)) => Some(deadline),
             };
+            recheck_at = gap_deadline.map(|deadline| {
+                recheck_at
+                    .unwrap_or_else(|| deadline.min(tokio::time::Instant::now() + FLOOR_RECHECK))
+            });
         };
         // Stop pulling before settling: settling lets JetStream hand out more,
         // which should go to a replica that stays rather than wait out the ack
