@@ -46,10 +46,11 @@ pub struct Permissions {
 
 /// The edge: reads the notification stream's info (its epoch, its last seq),
 /// reads history by direct get (and from the stream leader, through the
-/// JetStream API, when a replica that may be behind found nothing), and takes the republished live copies; takes
-/// the session-control messages and watches the revocations bucket (an
-/// ordered consumer: created, recreated after a gap, flow-controlled);
-/// sends clients' calls to `rpc.>` (answers come back to its inbox).
+/// JetStream API, when a replica that may be behind found nothing), and
+/// takes the republished live copies; takes the session-control messages
+/// and watches the revocations bucket (an ordered consumer: created,
+/// recreated after a gap, flow-controlled); sends clients' calls to `rpc.>`
+/// (answers come back to its inbox).
 /// Presence: writes its sets to the presence stream (the only stream it
 /// writes), reads it by direct get, and takes every edge's writes for the
 /// namespaces its sockets watch.
